@@ -1,0 +1,87 @@
+//! Every protocol constant in one place, with its default and the reason for it.
+//! protocol.md mirrors these values; change both together.
+
+use std::time::Duration;
+
+/// Protocol version carried in every packet.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest UDP payload comm sends or accepts: the IPv6 minimum MTU (1280)
+/// less the IPv6 (40) and UDP (8) headers, so a datagram never needs
+/// fragmentation on any path that carries IPv6.
+pub const MAX_DATAGRAM: usize = 1232;
+
+/// Length of a challenge nonce in bytes.
+pub const CHALLENGE_LEN: usize = 16;
+
+/// Tunable protocol and resource limits of one node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bucket size and lookup width: how many contacts per bucket and how many
+    /// closest nodes a lookup returns. Default 8, as in the Kademlia paper and
+    /// the original comm; enough redundancy for churn with small replies.
+    pub k: usize,
+    /// Parallel requests per lookup. Default 3 (Kademlia paper): hides one
+    /// slow or dead peer without flooding.
+    pub alpha: usize,
+    /// How long to wait for a response before retrying. Default 1 s: well
+    /// above internet round trips, short enough that a dead peer costs a
+    /// lookup only two seconds.
+    pub rpc_timeout: Duration,
+    /// How many times a request is re-sent after a timeout. Default 1: one
+    /// lost datagram does not mark a live peer as failed.
+    pub rpc_retries: u32,
+    /// Requests a node may have in flight at once; further ones are refused
+    /// (lookups wait). Default 256. Bounds memory and fan-out bursts.
+    pub max_inflight_rpcs: usize,
+    /// Concurrent lookups. Default 32; more are refused with an error.
+    pub max_lookups: usize,
+    /// Candidates a lookup remembers. Default 64 (8k): far ones beyond this
+    /// cannot enter the k closest unless many nearer ones fail.
+    pub lookup_candidates: usize,
+    /// Consecutive failed requests after which a contact is dropped from the
+    /// routing table. Default 3.
+    pub max_failures: u32,
+    /// Replacement-cache entries per bucket: verified contacts waiting for a
+    /// slot. Default 4.
+    pub replacement_cache: usize,
+    /// A bucket with no activity for this long is refreshed by looking up a
+    /// random id in its range. Default 1 hour (Kademlia paper).
+    pub bucket_refresh: Duration,
+    /// How often the node checks for stale buckets. Default 60 s.
+    pub refresh_check: Duration,
+    /// First wait before retrying bootstrap while the routing table is
+    /// empty. Default 15 s; doubles up to `bootstrap_retry_max`.
+    pub bootstrap_retry: Duration,
+    /// Cap on the bootstrap retry interval. Default 10 minutes.
+    pub bootstrap_retry_max: Duration,
+    /// Verified-but-unplaced contacts remembered so they are not challenged
+    /// again. Default 256; least recently verified evicted first.
+    pub verified_cache: usize,
+    /// Contacts per /24 (IPv4) or /48 (IPv6) prefix in one bucket. Default 2:
+    /// one host cannot fill a bucket with sybils. Loopback is exempt so
+    /// local test networks work.
+    pub max_per_prefix: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            k: 8,
+            alpha: 3,
+            rpc_timeout: Duration::from_secs(1),
+            rpc_retries: 1,
+            max_inflight_rpcs: 256,
+            max_lookups: 32,
+            lookup_candidates: 64,
+            max_failures: 3,
+            replacement_cache: 4,
+            bucket_refresh: Duration::from_secs(3600),
+            refresh_check: Duration::from_secs(60),
+            bootstrap_retry: Duration::from_secs(15),
+            bootstrap_retry_max: Duration::from_secs(600),
+            verified_cache: 256,
+            max_per_prefix: 2,
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The iterative Kademlia lookup as a plain state machine.
+//!
+//! It never sends anything itself: [`Lookup::next_queries`] says whom to ask,
+//! the node reports back with [`Lookup::on_response`] and
+//! [`Lookup::on_failure`]. It finishes when the k closest candidates not
+//! known to have failed have all answered, or when nobody is left to ask.
+
+use std::collections::BTreeMap;
+
+use crate::address::{Address, Distance};
+use crate::wire::Contact;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    NotContacted,
+    Waiting,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    contact: Contact,
+    state: State,
+    /// Sequential step at which we learned of it: seeds are round 1, a
+    /// contact revealed by a round-r answer is round r + 1.
+    round: u32,
+}
+
+/// One iterative lookup of a target address.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    target: Address,
+    k: usize,
+    alpha: usize,
+    max_candidates: usize,
+    candidates: BTreeMap<Distance, Candidate>,
+    in_flight: usize,
+    rpcs: u32,
+    rounds: u32,
+}
+
+/// Outcome of a finished lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupResult {
+    /// The looked-up address.
+    pub target: Address,
+    /// Up to k contacts that answered, closest first.
+    pub closest: Vec<Contact>,
+    /// Longest chain of sequential requests (the lookup's latency in round trips).
+    pub rounds: u32,
+    /// Requests sent (retransmissions not counted).
+    pub rpcs: u32,
+}
+
+impl Lookup {
+    /// Start a lookup of `target` from `seeds` (our closest known contacts).
+    /// `me` is excluded from candidates.
+    pub fn new(
+        target: Address,
+        me: Address,
+        seeds: impl IntoIterator<Item = Contact>,
+        k: usize,
+        alpha: usize,
+        max_candidates: usize,
+    ) -> Lookup {
+        let mut lookup = Lookup {
+            target,
+            k: k.max(1),
+            alpha: alpha.max(1),
+            max_candidates: max_candidates.max(k),
+            candidates: BTreeMap::new(),
+            in_flight: 0,
+            rpcs: 0,
+            rounds: 0,
+        };
+        for c in seeds {
+            if c.id != me {
+                lookup.add(c, 1);
+            }
+        }
+        lookup
+    }
+
+    /// The address being looked up.
+    pub fn target(&self) -> Address {
+        self.target
+    }
+
+    fn add(&mut self, contact: Contact, round: u32) {
+        let d = contact.id.distance(&self.target);
+        if self.candidates.contains_key(&d) {
+            return;
+        }
+        if self.candidates.len() >= self.max_candidates {
+            // Drop the farthest not-yet-contacted candidate if the newcomer is closer.
+            let farthest = self
+                .candidates
+                .iter()
+                .rev()
+                .find(|(_, c)| c.state == State::NotContacted)
+                .map(|(d, _)| *d);
+            match farthest {
+                Some(f) if f > d => {
+                    self.candidates.remove(&f);
+                }
+                _ => return,
+            }
+        }
+        self.candidates.insert(
+            d,
+            Candidate {
+                contact,
+                state: State::NotContacted,
+                round,
+            },
+        );
+    }
+
+    /// Contacts to query now (marked as in flight); empty when the lookup
+    /// waits for answers or is finished.
+    pub fn next_queries(&mut self) -> Vec<Contact> {
+        let mut out = Vec::new();
+        if self.is_finished() {
+            return out;
+        }
+        // Only the k closest non-failed candidates are worth asking.
+        let mut live_seen = 0;
+        for c in self.candidates.values_mut() {
+            if self.in_flight >= self.alpha || live_seen >= self.k {
+                break;
+            }
+            match c.state {
+                State::Failed => continue,
+                State::NotContacted => {
+                    c.state = State::Waiting;
+                    self.in_flight += 1;
+                    self.rpcs += 1;
+                    self.rounds = self.rounds.max(c.round);
+                    out.push(c.contact);
+                }
+                State::Waiting | State::Succeeded => {}
+            }
+            live_seen += 1;
+        }
+        out
+    }
+
+    fn find_mut(&mut self, id: &Address) -> Option<&mut Candidate> {
+        let d = id.distance(&self.target);
+        self.candidates.get_mut(&d)
+    }
+
+    /// `from` answered with `contacts`.
+    pub fn on_response(&mut self, from: &Address, contacts: &[Contact], me: &Address) {
+        let round = match self.find_mut(from) {
+            Some(c) if c.state == State::Waiting => {
+                c.state = State::Succeeded;
+                c.round
+            }
+            _ => return,
+        };
+        self.in_flight -= 1;
+        for c in contacts {
+            if c.id != *me {
+                self.add(*c, round + 1);
+            }
+        }
+    }
+
+    /// The request to `from` failed (timed out after retries, or refused).
+    pub fn on_failure(&mut self, from: &Address) {
+        if let Some(c) = self.find_mut(from) {
+            if c.state == State::Waiting {
+                c.state = State::Failed;
+                self.in_flight -= 1;
+            }
+        }
+    }
+
+    /// Finished: the k closest non-failed candidates have all answered, or
+    /// no candidate is left to ask and none is in flight.
+    pub fn is_finished(&self) -> bool {
+        let mut live = 0;
+        for c in self.candidates.values() {
+            match c.state {
+                State::Failed => continue,
+                State::Succeeded => {}
+                State::Waiting | State::NotContacted => return false,
+            }
+            live += 1;
+            if live >= self.k {
+                return true;
+            }
+        }
+        self.in_flight == 0
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The result so far: up to k answered contacts, closest first.
+    pub fn result(&self) -> LookupResult {
+        LookupResult {
+            target: self.target,
+            closest: self
+                .candidates
+                .values()
+                .filter(|c| c.state == State::Succeeded)
+                .take(self.k)
+                .map(|c| c.contact)
+                .collect(),
+            rounds: self.rounds,
+            rpcs: self.rpcs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    fn c(n: u8) -> Contact {
+        let mut id = [0u8; 20];
+        id[0] = n;
+        Contact {
+            id: Address(id),
+            addr: SocketAddr::from(([10, 0, 0, n], 1)),
+        }
+    }
+
+    const ME: Address = Address([0xff; 20]);
+
+    #[test]
+    fn converges_on_a_static_network() {
+        // 64 nodes; each knows at most 2 nodes per bucket, like a small routing table.
+        let nodes: Vec<Contact> = (1..=64).map(c).collect();
+        let knows: HashMap<Address, Vec<Contact>> = nodes
+            .iter()
+            .map(|n| {
+                let mut per_bucket: HashMap<usize, Vec<Contact>> = HashMap::new();
+                for o in nodes.iter().filter(|o| o.id != n.id) {
+                    if let Some(b) = n.id.bucket_index(&o.id) {
+                        let slot = per_bucket.entry(b).or_default();
+                        if slot.len() < 2 {
+                            slot.push(*o);
+                        }
+                    }
+                }
+                (n.id, per_bucket.into_values().flatten().collect())
+            })
+            .collect();
+        let target = c(3).id;
+        let mut lookup = Lookup::new(target, ME, vec![c(60), c(50)], 4, 2, 32);
+        let mut steps = 0;
+        while !lookup.is_finished() {
+            let qs = lookup.next_queries();
+            assert!(!qs.is_empty() || lookup.in_flight() > 0);
+            assert!(lookup.in_flight() <= 2);
+            for q in qs {
+                let mut reply = knows[&q.id].clone();
+                reply.sort_by_key(|o| o.id.distance(&target));
+                reply.truncate(4);
+                lookup.on_response(&q.id, &reply, &ME);
+            }
+            steps += 1;
+            assert!(steps < 100);
+        }
+        let r = lookup.result();
+        let mut want: Vec<Contact> = nodes.clone();
+        want.sort_by_key(|o| o.id.distance(&target));
+        want.truncate(4);
+        assert_eq!(r.closest, want);
+        assert!(r.rounds >= 2);
+        assert!(r.rpcs as usize >= 4);
+    }
+
+    #[test]
+    fn failures_are_skipped_and_lookup_ends() {
+        let mut lookup = Lookup::new(c(1).id, ME, vec![c(1), c(2), c(3)], 3, 3, 16);
+        let qs = lookup.next_queries();
+        assert_eq!(qs.len(), 3);
+        lookup.on_failure(&c(1).id);
+        lookup.on_failure(&c(2).id);
+        assert!(!lookup.is_finished());
+        lookup.on_response(&c(3).id, &[], &ME);
+        assert!(lookup.is_finished());
+        assert_eq!(lookup.result().closest, vec![c(3)]);
+    }
+
+    #[test]
+    fn empty_seed_finishes_at_once_and_ignores_self() {
+        let lookup = Lookup::new(c(1).id, ME, vec![], 8, 3, 16);
+        assert!(lookup.is_finished());
+        let me = Contact {
+            id: ME,
+            addr: c(1).addr,
+        };
+        let mut lookup = Lookup::new(c(1).id, ME, vec![me], 8, 3, 16);
+        assert!(lookup.next_queries().is_empty());
+        assert!(lookup.is_finished());
+    }
+
+    #[test]
+    fn unsolicited_answers_are_ignored() {
+        let mut lookup = Lookup::new(c(1).id, ME, vec![c(2)], 8, 3, 16);
+        lookup.on_response(&c(2).id, &[c(1)], &ME); // not yet asked
+        assert_eq!(lookup.result().closest, vec![]);
+        let _ = lookup.next_queries();
+        lookup.on_response(&c(2).id, &[c(1)], &ME);
+        lookup.on_response(&c(2).id, &[c(1)], &ME); // duplicate
+        assert_eq!(lookup.in_flight(), 0);
+    }
+
+    #[test]
+    fn candidate_list_is_bounded() {
+        let seeds: Vec<Contact> = (1..=100).map(c).collect();
+        let lookup = Lookup::new(c(1).id, ME, seeds, 8, 3, 20);
+        assert_eq!(lookup.candidates.len(), 20);
+        assert!(lookup.candidates.values().any(|x| x.contact.id == c(1).id));
+    }
+}

@@ -1,0 +1,103 @@
+//! One k-bucket: contacts in least-recently-seen order, a replacement cache
+//! and at most one candidate waiting while the oldest contact is pinged.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::address::Address;
+use crate::wire::Contact;
+
+/// A contact in a bucket and what we know of its liveness.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Who and where.
+    pub contact: Contact,
+    /// When it last answered us or sent us a request.
+    pub last_seen: Instant,
+    /// Requests to it that failed in a row.
+    pub failures: u32,
+}
+
+/// A verified contact waiting for the oldest entry's liveness check.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// The newcomer that would take the slot.
+    pub candidate: Contact,
+    /// The oldest entry, being pinged.
+    pub oldest: Address,
+}
+
+/// A k-bucket.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    /// Least recently seen first.
+    pub(crate) entries: Vec<Entry>,
+    /// Verified contacts that did not fit; most recently seen last.
+    pub(crate) replacements: VecDeque<Contact>,
+    /// Newcomer waiting on a ping of the oldest entry.
+    pub(crate) pending: Option<Pending>,
+    /// Last time a lookup touched this bucket's range or a contact was added.
+    pub(crate) last_activity: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn new(now: Instant) -> Bucket {
+        Bucket {
+            entries: Vec::new(),
+            replacements: VecDeque::new(),
+            pending: None,
+            last_activity: now,
+        }
+    }
+
+    /// Contacts, least recently seen first.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Contacts waiting for a free slot.
+    pub fn replacements(&self) -> impl Iterator<Item = &Contact> {
+        self.replacements.iter()
+    }
+
+    pub(crate) fn position(&self, id: &Address) -> Option<usize> {
+        self.entries.iter().position(|e| e.contact.id == *id)
+    }
+
+    /// Move entry `i` to the most-recently-seen end.
+    pub(crate) fn touch_at(&mut self, i: usize, now: Instant) {
+        let mut e = self.entries.remove(i);
+        e.last_seen = now;
+        e.failures = 0;
+        self.entries.push(e);
+    }
+
+    pub(crate) fn cache(&mut self, contact: Contact, cap: usize) {
+        self.replacements.retain(|c| c.id != contact.id);
+        if cap == 0 {
+            return;
+        }
+        while self.replacements.len() >= cap {
+            self.replacements.pop_front();
+        }
+        self.replacements.push_back(contact);
+    }
+
+    /// Remove entry `i` and fill the slot from the pending candidate or the
+    /// newest replacement. Returns the removed contact.
+    pub(crate) fn evict_at(&mut self, i: usize, now: Instant) -> Contact {
+        let removed = self.entries.remove(i).contact;
+        let next = match self.pending.take() {
+            Some(p) => Some(p.candidate),
+            None => self.replacements.pop_back(),
+        };
+        if let Some(c) = next {
+            self.entries.push(Entry {
+                contact: c,
+                last_seen: now,
+                failures: 0,
+            });
+        }
+        removed
+    }
+}

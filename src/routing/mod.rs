@@ -1,0 +1,392 @@
+//! The Kademlia routing table: 160 k-buckets indexed by XOR distance.
+//!
+//! Only contacts that proved they own their address (a signed challenge) are
+//! inserted; the node enforces that before calling [`RoutingTable::insert`].
+
+mod bucket;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+pub use bucket::{Bucket, Entry, Pending};
+
+use crate::address::{Address, ADDRESS_BITS};
+use crate::wire::Contact;
+
+/// What happened to a contact offered to the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Insert {
+    /// It took a free slot.
+    Added,
+    /// It was already there; now most recently seen.
+    Updated,
+    /// The bucket is full: the caller must ping `oldest`, then report the
+    /// result with [`RoutingTable::ping_result`].
+    PingOldest {
+        /// The least recently seen entry.
+        oldest: Contact,
+    },
+    /// The bucket is full and already checking its oldest: cached as a replacement.
+    Cached,
+    /// Refused: our own address, or too many contacts from its network prefix.
+    Rejected,
+}
+
+/// 160 buckets of at most `k` contacts each.
+#[derive(Clone, Debug)]
+pub struct RoutingTable {
+    me: Address,
+    k: usize,
+    replacement_cap: usize,
+    max_per_prefix: usize,
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+/// The network prefix used for the per-bucket sybil limit: /24 for IPv4,
+/// /48 for IPv6; loopback addresses are exempt (`None`).
+fn prefix(addr: &SocketAddr) -> Option<[u8; 6]> {
+    match addr.ip() {
+        IpAddr::V4(v4) if !v4.is_loopback() => {
+            let o = v4.octets();
+            Some([4, o[0], o[1], o[2], 0, 0])
+        }
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            let o = v6.octets();
+            Some([o[0], o[1], o[2], o[3], o[4], o[5]])
+        }
+        _ => None,
+    }
+}
+
+impl RoutingTable {
+    /// An empty table for node `me`.
+    pub fn new(
+        me: Address,
+        k: usize,
+        replacement_cap: usize,
+        max_per_prefix: usize,
+        now: Instant,
+    ) -> Self {
+        RoutingTable {
+            me,
+            k,
+            replacement_cap,
+            max_per_prefix,
+            buckets: (0..ADDRESS_BITS).map(|_| Bucket::new(now)).collect(),
+            len: 0,
+        }
+    }
+
+    /// Number of contacts in all buckets.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table holds no contact.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Buckets with their index, nearest (0) first.
+    pub fn buckets(&self) -> impl Iterator<Item = (usize, &Bucket)> {
+        self.buckets.iter().enumerate()
+    }
+
+    /// The entry for `id`, if present.
+    pub fn get(&self, id: &Address) -> Option<&Entry> {
+        let b = &self.buckets[self.me.bucket_index(id)?];
+        b.position(id).map(|i| &b.entries[i])
+    }
+
+    /// Whether `id` is in the table at exactly `addr`.
+    pub fn contains(&self, id: &Address, addr: &SocketAddr) -> bool {
+        self.get(id).is_some_and(|e| e.contact.addr == *addr)
+    }
+
+    /// Offer a verified contact.
+    pub fn insert(&mut self, contact: Contact, now: Instant) -> Insert {
+        let Some(index) = self.me.bucket_index(&contact.id) else {
+            return Insert::Rejected;
+        };
+        let (k, cap, max_prefix) = (self.k, self.replacement_cap, self.max_per_prefix);
+        let bucket = &mut self.buckets[index];
+        if let Some(i) = bucket.position(&contact.id) {
+            // A fresh proof from a new endpoint means the node moved.
+            bucket.entries[i].contact.addr = contact.addr;
+            bucket.touch_at(i, now);
+            return Insert::Updated;
+        }
+        if let Some(p) = prefix(&contact.addr) {
+            let same = bucket
+                .entries
+                .iter()
+                .filter(|e| prefix(&e.contact.addr) == Some(p))
+                .count();
+            if same >= max_prefix {
+                return Insert::Rejected;
+            }
+        }
+        bucket.last_activity = now;
+        if bucket.entries.len() < k {
+            bucket.entries.push(Entry {
+                contact,
+                last_seen: now,
+                failures: 0,
+            });
+            bucket.replacements.retain(|c| c.id != contact.id);
+            self.len += 1;
+            return Insert::Added;
+        }
+        if bucket.pending.is_some() {
+            bucket.cache(contact, cap);
+            return Insert::Cached;
+        }
+        let oldest = bucket.entries[0].contact;
+        bucket.pending = Some(Pending {
+            candidate: contact,
+            oldest: oldest.id,
+        });
+        Insert::PingOldest { oldest }
+    }
+
+    /// Record that `id` at `addr` answered or sent us a request. Returns
+    /// whether it is in the table (at that endpoint).
+    pub fn touch(&mut self, id: &Address, addr: &SocketAddr, now: Instant) -> bool {
+        let Some(index) = self.me.bucket_index(id) else {
+            return false;
+        };
+        let bucket = &mut self.buckets[index];
+        match bucket.position(id) {
+            Some(i) if bucket.entries[i].contact.addr == *addr => {
+                bucket.touch_at(i, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Report the outcome of the liveness ping sent for [`Insert::PingOldest`].
+    /// Alive: the oldest stays (now most recent) and the candidate is cached.
+    /// Dead: the oldest is evicted and the candidate takes its slot.
+    pub fn ping_result(&mut self, oldest: &Address, alive: bool, now: Instant) {
+        let Some(index) = self.me.bucket_index(oldest) else {
+            return;
+        };
+        let cap = self.replacement_cap;
+        let bucket = &mut self.buckets[index];
+        let Some(pending) = bucket.pending.take_if(|p| p.oldest == *oldest) else {
+            return;
+        };
+        match bucket.position(oldest) {
+            Some(i) if !alive => {
+                bucket.pending = Some(pending);
+                bucket.evict_at(i, now);
+            }
+            Some(i) => {
+                bucket.touch_at(i, now);
+                bucket.cache(pending.candidate, cap);
+            }
+            // The oldest left meanwhile: the slot is free for the candidate.
+            None => {
+                bucket.entries.push(Entry {
+                    contact: pending.candidate,
+                    last_seen: now,
+                    failures: 0,
+                });
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Record a failed request to `id`. After `max_failures` in a row the
+    /// contact is dropped and a replacement takes its place; returns the
+    /// dropped contact.
+    pub fn failed(&mut self, id: &Address, max_failures: u32, now: Instant) -> Option<Contact> {
+        let index = self.me.bucket_index(id)?;
+        let bucket = &mut self.buckets[index];
+        let i = bucket.position(id)?;
+        bucket.entries[i].failures += 1;
+        if bucket.entries[i].failures < max_failures {
+            return None;
+        }
+        if bucket.pending.as_ref().is_some_and(|p| p.oldest == *id) {
+            // The liveness check will resolve the pending candidate.
+            return None;
+        }
+        let before = bucket.entries.len();
+        let removed = bucket.evict_at(i, now);
+        if bucket.entries.len() < before {
+            self.len -= 1;
+        }
+        Some(removed)
+    }
+
+    /// Up to `n` contacts closest to `target`, closest first.
+    pub fn closest(&self, target: &Address, n: usize) -> Vec<Contact> {
+        let mut all: Vec<Contact> = self
+            .buckets
+            .iter()
+            .flat_map(|b| b.entries.iter().map(|e| e.contact))
+            .collect();
+        if all.len() > n {
+            all.select_nth_unstable_by_key(n, |c| c.id.distance(target));
+            all.truncate(n);
+        }
+        all.sort_by_key(|c| c.id.distance(target));
+        all
+    }
+
+    /// Buckets to refresh: idle for `age`, and no nearer than the nearest
+    /// non-empty bucket (closer ones are empty by construction).
+    pub fn stale_buckets(&self, now: Instant, age: Duration) -> Vec<usize> {
+        let Some(nearest) = self.buckets.iter().position(|b| !b.entries.is_empty()) else {
+            return Vec::new();
+        };
+        (nearest..ADDRESS_BITS)
+            .filter(|&i| now.saturating_duration_since(self.buckets[i].last_activity) >= age)
+            .collect()
+    }
+
+    /// Note activity in the bucket that `target` falls into (a lookup of it).
+    pub fn mark_activity(&mut self, target: &Address, now: Instant) {
+        if let Some(i) = self.me.bucket_index(target) {
+            self.buckets[i].last_activity = now;
+        }
+    }
+
+    /// Index of the nearest non-empty bucket.
+    pub fn nearest_bucket(&self) -> Option<usize> {
+        self.buckets.iter().position(|b| !b.entries.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(first: u8, last: u8, host: u8) -> Contact {
+        let mut id = [0u8; 20];
+        id[0] = first;
+        id[19] = last;
+        Contact {
+            id: Address(id),
+            addr: SocketAddr::from(([10, host, 0, 1], 4000)),
+        }
+    }
+
+    fn table(now: Instant) -> RoutingTable {
+        RoutingTable::new(Address([0; 20]), 2, 2, 2, now)
+    }
+
+    #[test]
+    fn full_bucket_pings_oldest_and_evicts_only_on_failure() {
+        let now = Instant::now();
+        let mut t = table(now);
+        let (a, b, c) = (
+            contact(0x80, 1, 1),
+            contact(0x80, 2, 2),
+            contact(0x80, 3, 3),
+        );
+        assert_eq!(t.insert(a, now), Insert::Added);
+        assert_eq!(t.insert(b, now), Insert::Added);
+        assert_eq!(t.insert(c, now), Insert::PingOldest { oldest: a });
+        // A second newcomer while the check runs goes to the cache.
+        let d = contact(0x80, 4, 4);
+        assert_eq!(t.insert(d, now), Insert::Cached);
+        // Oldest answers: it stays, c waits in the cache.
+        t.ping_result(&a.id, true, now);
+        assert!(t.get(&a.id).is_some());
+        assert!(t.get(&c.id).is_none());
+        // b is now oldest; it fails the check and c... takes the slot.
+        assert_eq!(t.insert(c, now), Insert::PingOldest { oldest: b });
+        t.ping_result(&b.id, false, now);
+        assert!(t.get(&b.id).is_none());
+        assert!(t.get(&c.id).is_some());
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn repeated_failures_drop_and_promote_replacement() {
+        let now = Instant::now();
+        let mut t = table(now);
+        let (a, b, c) = (
+            contact(0x80, 1, 1),
+            contact(0x80, 2, 2),
+            contact(0x80, 3, 3),
+        );
+        t.insert(a, now);
+        t.insert(b, now);
+        t.insert(c, now);
+        t.ping_result(&a.id, true, now); // c cached
+        assert_eq!(t.failed(&b.id, 3, now), None);
+        assert_eq!(t.failed(&b.id, 3, now), None);
+        assert_eq!(t.failed(&b.id, 3, now), Some(b));
+        assert!(t.get(&c.id).is_some());
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn success_resets_failures() {
+        let now = Instant::now();
+        let mut t = table(now);
+        let a = contact(0x80, 1, 1);
+        t.insert(a, now);
+        t.failed(&a.id, 3, now);
+        t.failed(&a.id, 3, now);
+        assert!(t.touch(&a.id, &a.addr, now));
+        assert_eq!(t.failed(&a.id, 3, now), None);
+        assert_eq!(t.get(&a.id).map(|e| e.failures), Some(1));
+    }
+
+    #[test]
+    fn prefix_limit_applies_except_loopback() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(Address([0; 20]), 8, 2, 2, now);
+        for i in 0..3u8 {
+            let mut c = contact(0x80, i, 1);
+            c.addr = SocketAddr::from(([10, 1, 0, 1 + i], 4000));
+            let r = t.insert(c, now);
+            assert_eq!(r == Insert::Rejected, i == 2);
+        }
+        for i in 0..5u8 {
+            let mut c = contact(0x40, i, 1);
+            c.addr = SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(i)));
+            assert_eq!(t.insert(c, now), Insert::Added);
+        }
+    }
+
+    #[test]
+    fn closest_sorts_by_xor_distance() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(Address([0; 20]), 8, 2, 8, now);
+        for i in 1..=20u8 {
+            t.insert(contact(i, i, i), now);
+        }
+        let target = Address([0; 20]);
+        let got = t.closest(&target, 3);
+        let firsts: Vec<u8> = got.iter().map(|c| c.id.0[0]).collect();
+        assert_eq!(firsts, vec![1, 2, 3]);
+        assert!(
+            t.insert(
+                Contact {
+                    id: Address([0; 20]),
+                    addr: got[0].addr
+                },
+                now
+            ) == Insert::Rejected
+        );
+    }
+
+    #[test]
+    fn stale_buckets_start_at_nearest_nonempty() {
+        let now = Instant::now();
+        let mut t = table(now);
+        assert!(t.stale_buckets(now, Duration::ZERO).is_empty());
+        t.insert(contact(0x01, 0, 1), now); // bucket 152
+        let later = now + Duration::from_secs(10);
+        assert_eq!(t.stale_buckets(later, Duration::from_secs(5)).len(), 8);
+        t.mark_activity(&contact(0x80, 0, 1).id, later);
+        assert_eq!(t.stale_buckets(later, Duration::from_secs(5)).len(), 7);
+    }
+}

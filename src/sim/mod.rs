@@ -1,0 +1,384 @@
+//! A virtual network: many [`Node`]s in one process on a virtual clock.
+//!
+//! Datagrams travel with a per-link latency and may be lost; nodes can go
+//! offline (they hear nothing and their timers stop) and come back. All
+//! randomness comes from one seed, so the same seed replays the same run.
+//! The simulator calls exactly the API the tokio runtime calls.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::address::Address;
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::node::{Event, LookupId, Node, NodeError};
+
+/// Properties of the virtual network.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed of every random choice in the run.
+    pub seed: u64,
+    /// Smallest one-way latency of a link.
+    pub latency_min: Duration,
+    /// Largest one-way latency of a link.
+    pub latency_max: Duration,
+    /// Probability that a datagram is lost, 0.0 to 1.0.
+    pub loss: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            latency_min: Duration::from_millis(10),
+            latency_max: Duration::from_millis(150),
+            loss: 0.0,
+        }
+    }
+}
+
+/// Network-wide counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Datagrams sent by all nodes.
+    pub sent: u64,
+    /// Datagrams delivered to an online node.
+    pub delivered: u64,
+    /// Datagrams lost on the link.
+    pub lost: u64,
+    /// Datagrams that reached an offline node or an unknown address.
+    pub unreachable: u64,
+}
+
+struct SimNode {
+    node: Node,
+    addr: SocketAddr,
+    online: bool,
+    timer: Option<Instant>,
+}
+
+enum Action {
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        payload: Bytes,
+    },
+    Timer {
+        node: usize,
+    },
+}
+
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    action: Action,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed, so the max-heap pops the earliest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// The simulator.
+pub struct Sim {
+    cfg: SimConfig,
+    start: Instant,
+    now: Instant,
+    rng: StdRng,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    queue: BinaryHeap<Scheduled>,
+    seq: u64,
+    events: Vec<(usize, Event)>,
+    stats: SimStats,
+}
+
+impl Sim {
+    /// An empty network.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let start = Instant::now();
+        Sim {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            start,
+            now: start,
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            events: Vec::new(),
+            stats: SimStats::default(),
+        }
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time elapsed since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Network counters.
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
+    }
+
+    /// Number of nodes ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Add a node with a random identity; it starts online and alone.
+    pub fn add_node(&mut self, config: Config) -> usize {
+        let i = self.nodes.len();
+        let identity = Identity::from_seed(self.rng.gen());
+        let node = Node::new(config, identity, self.rng.gen(), self.now);
+        // One /24 per node, so the per-prefix bucket limit never bites.
+        let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
+        self.by_addr.insert(addr, i);
+        self.nodes.push(SimNode {
+            node,
+            addr,
+            online: true,
+            timer: None,
+        });
+        self.flush(i);
+        i
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i].node
+    }
+
+    /// Node `i`'s endpoint.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].addr
+    }
+
+    /// Whether node `i` is online.
+    pub fn is_online(&self, i: usize) -> bool {
+        self.nodes[i].online
+    }
+
+    /// Run `f` on node `i` at the current time, then collect its output.
+    pub fn with_node<T>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> T) -> T {
+        let now = self.now;
+        let out = f(&mut self.nodes[i].node, now);
+        self.flush(i);
+        out
+    }
+
+    /// Node `i` joins through node `via`.
+    pub fn bootstrap(&mut self, i: usize, via: &[usize]) {
+        let addrs = via.iter().map(|&v| self.nodes[v].addr).collect();
+        self.with_node(i, |n, now| n.bootstrap(now, addrs));
+    }
+
+    /// Start a lookup of `target` on node `i`.
+    pub fn lookup(&mut self, i: usize, target: Address) -> Result<LookupId, NodeError> {
+        self.with_node(i, |n, now| n.lookup(now, target))
+    }
+
+    /// Take node `i` off the network (silently) or bring it back.
+    pub fn set_online(&mut self, i: usize, online: bool) {
+        let was = self.nodes[i].online;
+        self.nodes[i].online = online;
+        if online && !was {
+            self.nodes[i].timer = None;
+            self.with_node(i, |n, now| n.handle_timeout(now));
+        }
+    }
+
+    /// Events emitted since the last call, with the index of their node.
+    pub fn take_events(&mut self) -> Vec<(usize, Event)> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn latency(&mut self, a: usize, b: usize) -> Duration {
+        // A fixed base per link, so paths have stable geography, plus jitter.
+        let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+        let h = (lo.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hi.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+            .rotate_left(31)
+            .wrapping_mul(0x1656_67B1_9E37_79F9);
+        let span = self.cfg.latency_max.saturating_sub(self.cfg.latency_min);
+        let base = self.cfg.latency_min + span.mul_f64((h >> 11) as f64 / (1u64 << 53) as f64);
+        let jitter = base.mul_f64(self.rng.gen_range(0.0..0.1));
+        base + jitter
+    }
+
+    fn schedule(&mut self, at: Instant, action: Action) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            action,
+        });
+    }
+
+    fn flush(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].node.poll_transmit() {
+            self.stats.sent += 1;
+            let Some(&to) = self.by_addr.get(&t.to) else {
+                self.stats.unreachable += 1;
+                continue;
+            };
+            if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss.clamp(0.0, 1.0)) {
+                self.stats.lost += 1;
+                continue;
+            }
+            let at = self.now + self.latency(i, to);
+            let from = self.nodes[i].addr;
+            self.schedule(
+                at,
+                Action::Deliver {
+                    to,
+                    from,
+                    payload: t.payload,
+                },
+            );
+        }
+        while let Some(e) = self.nodes[i].node.poll_event() {
+            self.events.push((i, e));
+        }
+        if let Some(t) = self.nodes[i].node.poll_timeout() {
+            if self.nodes[i].timer != Some(t) {
+                self.nodes[i].timer = Some(t);
+                self.schedule(t.max(self.now), Action::Timer { node: i });
+            }
+        }
+    }
+
+    /// Process the next scheduled action if it is due at or before
+    /// `deadline`. Returns false when nothing is due.
+    pub fn step(&mut self, deadline: Instant) -> bool {
+        let due = self.queue.peek().is_some_and(|s| s.at <= deadline);
+        if !due {
+            return false;
+        }
+        let Some(s) = self.queue.pop() else {
+            return false;
+        };
+        self.now = self.now.max(s.at);
+        match s.action {
+            Action::Deliver { to, from, payload } => {
+                if !self.nodes[to].online {
+                    self.stats.unreachable += 1;
+                    return true;
+                }
+                self.stats.delivered += 1;
+                let now = self.now;
+                self.nodes[to].node.handle_datagram(now, from, &payload);
+                self.flush(to);
+            }
+            Action::Timer { node } => {
+                if self.nodes[node].timer != Some(s.at) || !self.nodes[node].online {
+                    return true;
+                }
+                self.nodes[node].timer = None;
+                let now = self.now;
+                self.nodes[node].node.handle_timeout(now);
+                self.flush(node);
+            }
+        }
+        true
+    }
+
+    /// Run until virtual time `deadline`.
+    pub fn run_until(&mut self, deadline: Instant) {
+        while self.step(deadline) {}
+        self.now = self.now.max(deadline);
+    }
+
+    /// Run for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let deadline = self.now + d;
+        self.run_until(deadline);
+    }
+
+    /// Run until `done` holds (checked after every action) or `limit` of
+    /// virtual time passes. Returns whether `done` held.
+    pub fn run_while(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(deadline) {
+                self.now = self.now.max(deadline);
+                return done(self);
+            }
+        }
+    }
+
+    /// Build a network of `n` nodes: node 0 starts alone, each later node
+    /// joins through a random earlier one, `spacing` apart, then the network
+    /// settles for `settle`. Returns the indices of the new nodes.
+    pub fn grow(
+        &mut self,
+        n: usize,
+        config: &Config,
+        spacing: Duration,
+        settle: Duration,
+    ) -> Vec<usize> {
+        let first = self.nodes.len();
+        let mut added = Vec::with_capacity(n);
+        for j in 0..n {
+            let i = self.add_node(config.clone());
+            if i > 0 {
+                let via = if j == 0 {
+                    self.rng.gen_range(0..i)
+                } else {
+                    self.rng.gen_range(first.min(i - 1)..i)
+                };
+                self.bootstrap(i, &[via]);
+            }
+            added.push(i);
+            self.run_for(spacing);
+        }
+        self.run_for(settle);
+        added
+    }
+
+    /// The `k` online nodes closest to `target`, excluding `except`: the
+    /// ground truth a lookup is judged against.
+    pub fn true_closest(&self, target: &Address, k: usize, except: Option<usize>) -> Vec<Address> {
+        let mut ids: Vec<Address> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| n.online && Some(*i) != except)
+            .map(|(_, n)| n.node.address())
+            .collect();
+        ids.sort_by_key(|a| a.distance(target));
+        ids.truncate(k);
+        ids
+    }
+}

@@ -1,0 +1,448 @@
+//! The one door where bytes become values.
+//!
+//! Every datagram is size-checked before anything is decoded, decoded with
+//! prost from the types in `proto/comm.proto`, and converted with `TryFrom`
+//! into the validated domain types below. Past this module nothing handles
+//! raw ids or optional fields: an `Address` is 20 bytes, a key is a valid
+//! Ed25519 point, a reply has at most k contacts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::Bytes;
+use ed25519_dalek::{Signature, VerifyingKey};
+use prost::Message;
+
+use crate::address::Address;
+use crate::config::{CHALLENGE_LEN, MAX_DATAGRAM, PROTOCOL_VERSION};
+
+/// Generated prost types for `proto/comm.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/comm.v1.rs"));
+}
+
+/// A peer in the overlay: its address and where it receives datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Contact {
+    /// Overlay address.
+    pub id: Address,
+    /// UDP endpoint.
+    pub addr: SocketAddr,
+}
+
+/// Proof that the sender of a response owns the key behind its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proof {
+    /// The responder's public key (a valid curve point).
+    pub key: VerifyingKey,
+    /// Signature over `identity::proof_message(challenge)`.
+    pub signature: Signature,
+}
+
+/// What a packet asks or answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Liveness probe (request).
+    Ping,
+    /// Answer to `Ping`, with the requester's endpoint as seen by the responder.
+    Pong {
+        /// Where the requester's datagram came from, if the responder said.
+        observed: Option<SocketAddr>,
+    },
+    /// Ask for the contacts closest to `target` (request).
+    FindNode {
+        /// The address looked up.
+        target: Address,
+    },
+    /// Answer to `FindNode`: at most k contacts.
+    Nodes {
+        /// Closest first.
+        contacts: Vec<Contact>,
+    },
+}
+
+impl Body {
+    /// Whether this body opens an exchange (and so expects a response).
+    pub fn is_request(&self) -> bool {
+        matches!(self, Body::Ping | Body::FindNode { .. })
+    }
+
+    /// Short lowercase name, for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Body::Ping => "ping",
+            Body::Pong { .. } => "pong",
+            Body::FindNode { .. } => "find_node",
+            Body::Nodes { .. } => "nodes",
+        }
+    }
+}
+
+/// A validated packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Sender's overlay address (claimed; proven only by a `Proof`).
+    pub sender: Address,
+    /// Transaction id linking a response to its request.
+    pub txid: u64,
+    /// Requests: nonce the responder must sign.
+    pub challenge: Option<[u8; CHALLENGE_LEN]>,
+    /// Responses: answer to the request's challenge.
+    pub proof: Option<Proof>,
+    /// The message itself.
+    pub body: Body,
+}
+
+/// Why a datagram was rejected. Each is counted under [`WireError::kind`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Zero bytes.
+    #[error("empty datagram")]
+    Empty,
+    /// Larger than [`MAX_DATAGRAM`]; rejected before decoding.
+    #[error("datagram of {0} bytes exceeds the {MAX_DATAGRAM}-byte limit")]
+    Oversize(usize),
+    /// Not a valid protobuf encoding of `Packet`.
+    #[error("undecodable: {0}")]
+    Decode(String),
+    /// A protocol version this node does not speak.
+    #[error("unsupported protocol version {0}")]
+    Version(u32),
+    /// An address field that is not exactly 20 bytes.
+    #[error("{field} is {len} bytes, expected 20")]
+    IdLength {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A challenge that is not exactly 16 bytes.
+    #[error("challenge is {0} bytes, expected {CHALLENGE_LEN}")]
+    ChallengeLength(usize),
+    /// A challenge on a response, or a proof on a request.
+    #[error("{0}")]
+    Misplaced(&'static str),
+    /// A public key that is not 32 bytes or not a valid curve point.
+    #[error("invalid public key")]
+    BadKey,
+    /// A signature that is not 64 bytes.
+    #[error("signature is {0} bytes, expected 64")]
+    SignatureLength(usize),
+    /// A reply with more contacts than k.
+    #[error("{got} contacts in one reply, at most {max} allowed")]
+    TooManyContacts {
+        /// Contacts in the reply.
+        got: usize,
+        /// The limit (k).
+        max: usize,
+    },
+    /// An endpoint that is not 4 or 16 address bytes and a non-zero port.
+    #[error("invalid endpoint")]
+    BadEndpoint,
+    /// No body, or a body of a type this version does not know.
+    #[error("unknown or missing message type")]
+    UnknownType,
+}
+
+impl WireError {
+    /// Stable snake_case name for drop counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WireError::Empty => "empty",
+            WireError::Oversize(_) => "oversize",
+            WireError::Decode(_) => "undecodable",
+            WireError::Version(_) => "bad_version",
+            WireError::IdLength { .. } => "bad_id_length",
+            WireError::ChallengeLength(_) => "bad_challenge",
+            WireError::Misplaced(_) => "misplaced_field",
+            WireError::BadKey => "bad_key",
+            WireError::SignatureLength(_) => "bad_signature_length",
+            WireError::TooManyContacts { .. } => "too_many_contacts",
+            WireError::BadEndpoint => "bad_endpoint",
+            WireError::UnknownType => "unknown_type",
+        }
+    }
+}
+
+/// Decode and validate one datagram. `max_contacts` is k.
+pub fn decode(bytes: &[u8], max_contacts: usize) -> Result<Packet, WireError> {
+    if bytes.is_empty() {
+        return Err(WireError::Empty);
+    }
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(WireError::Oversize(bytes.len()));
+    }
+    let raw = proto::Packet::decode(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    packet_from_proto(raw, max_contacts)
+}
+
+/// Encode a packet. Packets built by this crate always fit [`MAX_DATAGRAM`]
+/// when they carry at most k = 8 contacts; tests check that bound.
+pub fn encode(packet: &Packet) -> Bytes {
+    Bytes::from(packet_to_proto(packet).encode_to_vec())
+}
+
+fn address(field: &'static str, bytes: &[u8]) -> Result<Address, WireError> {
+    Address::try_from(bytes).map_err(|len| WireError::IdLength { field, len })
+}
+
+impl TryFrom<proto::Endpoint> for SocketAddr {
+    type Error = WireError;
+
+    fn try_from(e: proto::Endpoint) -> Result<Self, WireError> {
+        let port = u16::try_from(e.port).map_err(|_| WireError::BadEndpoint)?;
+        if port == 0 {
+            return Err(WireError::BadEndpoint);
+        }
+        let ip = match e.ip.len() {
+            4 => {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&e.ip);
+                IpAddr::V4(Ipv4Addr::from(b))
+            }
+            16 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&e.ip);
+                IpAddr::V6(Ipv6Addr::from(b))
+            }
+            _ => return Err(WireError::BadEndpoint),
+        };
+        Ok(SocketAddr::new(ip, port))
+    }
+}
+
+fn endpoint(addr: &SocketAddr) -> proto::Endpoint {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => Bytes::copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => Bytes::copy_from_slice(&v6.octets()),
+    };
+    proto::Endpoint {
+        ip,
+        port: u32::from(addr.port()),
+    }
+}
+
+impl TryFrom<proto::Contact> for Contact {
+    type Error = WireError;
+
+    fn try_from(c: proto::Contact) -> Result<Self, WireError> {
+        let id = address("contact id", &c.id)?;
+        let addr = c.endpoint.ok_or(WireError::BadEndpoint)?.try_into()?;
+        Ok(Contact { id, addr })
+    }
+}
+
+impl TryFrom<proto::Proof> for Proof {
+    type Error = WireError;
+
+    fn try_from(p: proto::Proof) -> Result<Self, WireError> {
+        let key_bytes: [u8; 32] = p.public_key[..].try_into().map_err(|_| WireError::BadKey)?;
+        let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| WireError::BadKey)?;
+        let sig_bytes: [u8; 64] = p.signature[..]
+            .try_into()
+            .map_err(|_| WireError::SignatureLength(p.signature.len()))?;
+        Ok(Proof {
+            key,
+            signature: Signature::from_bytes(&sig_bytes),
+        })
+    }
+}
+
+fn packet_from_proto(raw: proto::Packet, max_contacts: usize) -> Result<Packet, WireError> {
+    use proto::packet::Body as B;
+    if raw.version != PROTOCOL_VERSION {
+        return Err(WireError::Version(raw.version));
+    }
+    let sender = address("sender", &raw.sender)?;
+    let body = match raw.body.ok_or(WireError::UnknownType)? {
+        B::Ping(_) => Body::Ping,
+        B::Pong(p) => Body::Pong {
+            observed: p.observed.map(SocketAddr::try_from).transpose()?,
+        },
+        B::FindNode(f) => Body::FindNode {
+            target: address("target", &f.target)?,
+        },
+        B::Nodes(n) => {
+            if n.contacts.len() > max_contacts {
+                return Err(WireError::TooManyContacts {
+                    got: n.contacts.len(),
+                    max: max_contacts,
+                });
+            }
+            Body::Nodes {
+                contacts: n
+                    .contacts
+                    .into_iter()
+                    .map(Contact::try_from)
+                    .collect::<Result<_, _>>()?,
+            }
+        }
+    };
+    let challenge = if raw.challenge.is_empty() {
+        None
+    } else {
+        if !body.is_request() {
+            return Err(WireError::Misplaced("challenge on a response"));
+        }
+        Some(
+            raw.challenge[..]
+                .try_into()
+                .map_err(|_| WireError::ChallengeLength(raw.challenge.len()))?,
+        )
+    };
+    let proof = match raw.proof {
+        None => None,
+        Some(_) if body.is_request() => return Err(WireError::Misplaced("proof on a request")),
+        Some(p) => Some(Proof::try_from(p)?),
+    };
+    Ok(Packet {
+        sender,
+        txid: raw.txid,
+        challenge,
+        proof,
+        body,
+    })
+}
+
+fn packet_to_proto(p: &Packet) -> proto::Packet {
+    use proto::packet::Body as B;
+    let body = match &p.body {
+        Body::Ping => B::Ping(proto::Ping {}),
+        Body::Pong { observed } => B::Pong(proto::Pong {
+            observed: observed.as_ref().map(endpoint),
+        }),
+        Body::FindNode { target } => B::FindNode(proto::FindNode {
+            target: Bytes::copy_from_slice(&target.0),
+        }),
+        Body::Nodes { contacts } => B::Nodes(proto::Nodes {
+            contacts: contacts
+                .iter()
+                .map(|c| proto::Contact {
+                    id: Bytes::copy_from_slice(&c.id.0),
+                    endpoint: Some(endpoint(&c.addr)),
+                })
+                .collect(),
+        }),
+    };
+    proto::Packet {
+        version: PROTOCOL_VERSION,
+        sender: Bytes::copy_from_slice(&p.sender.0),
+        txid: p.txid,
+        challenge: p
+            .challenge
+            .map(|c| Bytes::copy_from_slice(&c))
+            .unwrap_or_default(),
+        proof: p.proof.as_ref().map(|proof| proto::Proof {
+            public_key: Bytes::copy_from_slice(proof.key.as_bytes()),
+            signature: Bytes::copy_from_slice(&proof.signature.to_bytes()),
+        }),
+        body: Some(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{proof_message, Identity};
+
+    fn sample_contacts(n: usize) -> Vec<Contact> {
+        (0..n)
+            .map(|i| Contact {
+                id: Address([i as u8; 20]),
+                addr: if i % 2 == 0 {
+                    SocketAddr::from(([10, 0, i as u8, 1], 4000 + i as u16))
+                } else {
+                    SocketAddr::from(([0xfe80, 0, 0, 0, 0, 0, 0, i as u16], 65535))
+                },
+            })
+            .collect()
+    }
+
+    fn all_bodies() -> Vec<Body> {
+        vec![
+            Body::Ping,
+            Body::Pong {
+                observed: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
+            },
+            Body::Pong { observed: None },
+            Body::FindNode {
+                target: Address([7; 20]),
+            },
+            Body::Nodes {
+                contacts: sample_contacts(8),
+            },
+            Body::Nodes { contacts: vec![] },
+        ]
+    }
+
+    #[test]
+    fn roundtrip_every_body() {
+        let id = Identity::from_seed([3; 32]);
+        for body in all_bodies() {
+            let request = body.is_request();
+            let p = Packet {
+                sender: id.address(),
+                txid: 0xdead_beef_0102_0304,
+                challenge: request.then_some([5; 16]),
+                proof: (!request).then(|| Proof {
+                    key: id.public_key(),
+                    signature: id.sign(&proof_message(&[5; 16])),
+                }),
+                body,
+            };
+            let bytes = encode(&p);
+            assert!(bytes.len() <= MAX_DATAGRAM, "{} bytes", bytes.len());
+            assert_eq!(decode(&bytes, 8), Ok(p));
+        }
+    }
+
+    #[test]
+    fn rejects_before_decoding_when_oversize() {
+        assert_eq!(decode(&[], 8), Err(WireError::Empty));
+        let big = vec![0u8; MAX_DATAGRAM + 1];
+        assert_eq!(decode(&big, 8), Err(WireError::Oversize(MAX_DATAGRAM + 1)));
+    }
+
+    #[test]
+    fn rejects_too_many_contacts() {
+        let p = Packet {
+            sender: Address([1; 20]),
+            txid: 1,
+            challenge: None,
+            proof: None,
+            body: Body::Nodes {
+                contacts: sample_contacts(9),
+            },
+        };
+        assert_eq!(
+            decode(&encode(&p), 8),
+            Err(WireError::TooManyContacts { got: 9, max: 8 })
+        );
+    }
+
+    #[test]
+    fn rejects_short_ids_and_missing_body() {
+        let raw = proto::Packet {
+            version: PROTOCOL_VERSION,
+            sender: Bytes::from_static(&[1; 19]),
+            txid: 1,
+            challenge: Bytes::new(),
+            proof: None,
+            body: Some(proto::packet::Body::Ping(proto::Ping {})),
+        };
+        assert_eq!(
+            decode(&raw.encode_to_vec(), 8),
+            Err(WireError::IdLength {
+                field: "sender",
+                len: 19
+            })
+        );
+        let raw = proto::Packet {
+            sender: Bytes::from_static(&[1; 20]),
+            body: None,
+            ..raw
+        };
+        assert_eq!(decode(&raw.encode_to_vec(), 8), Err(WireError::UnknownType));
+    }
+}
