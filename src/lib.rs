@@ -11,7 +11,9 @@ pub mod config;
 pub mod identity;
 pub mod lookup;
 pub mod node;
+pub mod repl;
 pub mod routing;
+pub mod runtime;
 pub mod sim;
 pub mod wire;
 

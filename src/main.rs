@@ -1,1 +1,156 @@
-fn main() {}
+//! The `comm` command: derive the identity, bind the socket, start the
+//! runtime, and hand the terminal (or stdin) to the REPL.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use rand::RngCore;
+use tokio::sync::mpsc;
+
+use comm::identity::{Identity, KDF_ITERATIONS, KDF_MEMORY_KIB};
+use comm::repl::{self, Format};
+use comm::runtime::{self, Output};
+use comm::{Config, Node};
+
+/// A serverless, delay-tolerant messenger on a Kademlia overlay over UDP.
+///
+/// Your address is derived from SECRET (Argon2id, then Ed25519): the same
+/// secret gives the same address anywhere. Type `/help` at the prompt.
+#[derive(Parser, Debug)]
+#[command(
+    name = "comm",
+    version,
+    override_usage = "comm [OPTIONS] SECRET LISTEN [BOOTSTRAP]...\n       comm [OPTIONS] --key-file PATH LISTEN [BOOTSTRAP]..."
+)]
+struct Cli {
+    /// SECRET your identity is derived from (omit it with --key-file), then
+    /// the UDP address to LISTEN on (e.g. 0.0.0.0:4000), then BOOTSTRAP
+    /// nodes as HOST:PORT to join through.
+    #[arg(value_name = "ARGS", required = true, num_args = 1..)]
+    args: Vec<String>,
+
+    /// Load the Ed25519 key from PATH (64 hex chars) instead of deriving it
+    /// from SECRET; the file is created with a random key if missing.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+
+    /// Write one JSON object per line to stdout and read commands from stdin.
+    #[arg(long)]
+    json: bool,
+}
+
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text}: {e} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("{text}: no address found"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match start(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("comm: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(cli: Cli) -> Result<(), String> {
+    let mut args = cli.args.into_iter();
+    let identity = match &cli.key_file {
+        Some(path) => Identity::from_key_file(path).map_err(|e| e.to_string())?,
+        None => {
+            let secret = args.next().ok_or("missing SECRET")?;
+            if secret.is_empty() {
+                return Err("SECRET must not be empty".into());
+            }
+            tracing::info!(
+                memory_kib = KDF_MEMORY_KIB,
+                passes = KDF_ITERATIONS,
+                "deriving key"
+            );
+            Identity::from_secret(&secret).map_err(|e| e.to_string())?
+        }
+    };
+    let listen_text = args
+        .next()
+        .ok_or("missing LISTEN address, e.g. 0.0.0.0:4000")?;
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| format!("LISTEN {listen_text:?} is not IP:PORT, e.g. 0.0.0.0:4000"))?;
+    let bootstrap = args
+        .map(|b| resolve(&b).map_err(|e| format!("BOOTSTRAP {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let _guard = rt.enter();
+    let socket = runtime::bind(listen).map_err(|e| e.to_string())?;
+    let bound = socket.local_addr().map_err(|e| e.to_string())?;
+
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let node = Node::new(
+        Config::default(),
+        identity.clone(),
+        seed,
+        std::time::Instant::now(),
+    );
+    let me = (identity.address(), bound);
+
+    let (command_tx, command_rx) = mpsc::channel(64);
+    let (output_tx, output_rx) = mpsc::unbounded_channel();
+    let interactive = !cli.json && std::io::stdin().is_terminal();
+    let format = if cli.json {
+        Format::Json
+    } else {
+        Format::Human
+    };
+
+    let mut external = None;
+    let editor = if interactive {
+        let mut editor = rustyline::DefaultEditor::new().map_err(|e| format!("terminal: {e}"))?;
+        if let Ok(p) = editor.create_external_printer() {
+            external = Some(Box::new(p) as Box<dyn rustyline::ExternalPrinter + Send>);
+        }
+        Some(editor)
+    } else {
+        None
+    };
+    let printer = std::thread::spawn(move || repl::print_loop(output_rx, format, external));
+    let input_outputs = output_tx.clone();
+    std::thread::spawn(move || match editor {
+        Some(editor) => repl::interactive(editor, me, command_tx, input_outputs),
+        None => repl::lines(me, command_tx, input_outputs),
+    });
+
+    let result = rt.block_on(runtime::run(
+        node,
+        socket,
+        bootstrap,
+        command_rx,
+        output_tx.clone(),
+    ));
+    if let Err(e) = &result {
+        let _ = output_tx.send(Output::Error(e.to_string()));
+        let _ = output_tx.send(Output::Stopped);
+    }
+    let _ = printer.join();
+    // The input thread may be blocked reading a terminal or stdin; leaving
+    // main ends it.
+    result.map_err(|e| e.to_string())
+}

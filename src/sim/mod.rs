@@ -217,6 +217,11 @@ impl Sim {
         }
     }
 
+    /// Events emitted and not yet taken, with the index of their node.
+    pub fn events(&self) -> &[(usize, Event)] {
+        &self.events
+    }
+
     /// Events emitted since the last call, with the index of their node.
     pub fn take_events(&mut self) -> Vec<(usize, Event)> {
         std::mem::take(&mut self.events)

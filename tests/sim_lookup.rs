@@ -1,0 +1,127 @@
+//! Lookups on a 1,000-node virtual network: accuracy, cost, and behaviour
+//! when 30% of the nodes have silently gone.
+
+use std::time::Duration;
+
+use comm::node::Event;
+use comm::sim::{Sim, SimConfig};
+use comm::{Address, Config};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const NODES: usize = 1000;
+const LOOKUPS: usize = 300;
+
+struct Outcome {
+    exact: usize,
+    recall: f64,
+    mean_rounds: f64,
+    mean_rpcs: f64,
+    done: usize,
+}
+
+/// Run `LOOKUPS` lookups of random ids from random online nodes, one at a
+/// time, and compare each result with the true k closest online nodes.
+fn measure(sim: &mut Sim, rng: &mut StdRng, k: usize) -> Outcome {
+    let online: Vec<usize> = (0..sim.len()).filter(|&i| sim.is_online(i)).collect();
+    let (mut exact, mut found, mut rounds, mut rpcs, mut done) = (0, 0usize, 0u64, 0u64, 0);
+    for _ in 0..LOOKUPS {
+        let from = online[rng.gen_range(0..online.len())];
+        let target = Address::random(rng);
+        let id = sim.lookup(from, target).expect("lookup starts");
+        let mut result = None;
+        sim.run_while(Duration::from_secs(120), |s| {
+            s.events().iter().any(|(n, e)| {
+                *n == from && matches!(e, Event::LookupDone { id: got, .. } if *got == id)
+            })
+        });
+        for (node, e) in sim.take_events() {
+            if let Event::LookupDone { id: got, result: r } = e {
+                if node == from && got == id {
+                    result = Some(r);
+                }
+            }
+        }
+        let Some(r) = result else { continue };
+        done += 1;
+        let truth = sim.true_closest(&target, k, Some(from));
+        let got: Vec<Address> = r.closest.iter().map(|c| c.id).collect();
+        let hits = got.iter().filter(|a| truth.contains(a)).count();
+        found += hits;
+        if got == truth {
+            exact += 1;
+        }
+        rounds += u64::from(r.rounds);
+        rpcs += u64::from(r.rpcs);
+    }
+    Outcome {
+        exact,
+        recall: found as f64 / (LOOKUPS * k) as f64,
+        mean_rounds: rounds as f64 / done.max(1) as f64,
+        mean_rpcs: rpcs as f64 / done.max(1) as f64,
+        done,
+    }
+}
+
+#[test]
+fn lookups_on_1000_nodes_find_the_true_closest_even_with_30_percent_gone() {
+    let config = Config::default();
+    let k = config.k;
+    let mut sim = Sim::new(SimConfig {
+        seed: 42,
+        ..SimConfig::default()
+    });
+    let t = std::time::Instant::now();
+    sim.grow(
+        NODES,
+        &config,
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    println!(
+        "grew {NODES} nodes in {:?} (wall), {:?} virtual",
+        t.elapsed(),
+        sim.elapsed()
+    );
+    let joined = sim
+        .take_events()
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Joined { .. }))
+        .count();
+    assert_eq!(joined, NODES - 1, "every node but the first joins");
+    let mut rng = StdRng::seed_from_u64(7);
+
+    let all = measure(&mut sim, &mut rng, k);
+    println!(
+        "1000 nodes, all online: {}/{} exact, recall {:.4}, mean rounds {:.2}, mean RPCs {:.1}",
+        all.exact, LOOKUPS, all.recall, all.mean_rounds, all.mean_rpcs
+    );
+    assert_eq!(all.done, LOOKUPS, "every lookup terminates");
+    assert!(
+        all.exact * 100 >= LOOKUPS * 99,
+        "only {}/{} lookups returned the true k closest",
+        all.exact,
+        LOOKUPS
+    );
+
+    // 30% of the nodes vanish without a word.
+    let mut gone = 0;
+    while gone < NODES * 3 / 10 {
+        let i = rng.gen_range(0..NODES);
+        if sim.is_online(i) {
+            sim.set_online(i, false);
+            gone += 1;
+        }
+    }
+    let churn = measure(&mut sim, &mut rng, k);
+    println!(
+        "1000 nodes, 30% gone: {}/{} exact, recall {:.4}, mean rounds {:.2}, mean RPCs {:.1}",
+        churn.exact, LOOKUPS, churn.recall, churn.mean_rounds, churn.mean_rpcs
+    );
+    assert_eq!(churn.done, LOOKUPS, "every lookup terminates");
+    assert!(
+        churn.recall >= 0.90,
+        "recall {:.3} below 0.90",
+        churn.recall
+    );
+}
