@@ -1,0 +1,196 @@
+//! Real `comm` processes on 127.0.0.1, driven through `--json`.
+//!
+//! Every wait polls with a deadline; every child is killed when its handle
+//! drops, so a failing test never leaves processes behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_comm"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start comm");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write command");
+        stdin.flush().expect("flush");
+    }
+
+    /// The next output line satisfying `pred`, within the deadline.
+    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The next JSON event named `event`.
+    fn wait_event(&mut self, event: &str) -> Value {
+        let line = self.wait_line(event, |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == event)
+        });
+        serde_json::from_str(&line).expect("json")
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < end, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn four_processes_join_and_the_last_finds_the_first() {
+    let mut first = Proc::start(&["--json", "loopback-secret-0", "127.0.0.1:0"]);
+    let ready = first.wait_event("ready");
+    let first_address = ready["address"].as_str().expect("address").to_string();
+    let first_listen = ready["listen"].as_str().expect("listen").to_string();
+    assert_eq!(first_address.len(), 40);
+
+    let mut others: Vec<Proc> = (1..4)
+        .map(|i| {
+            Proc::start(&[
+                "--json",
+                &format!("loopback-secret-{i}"),
+                "127.0.0.1:0",
+                &first_listen,
+            ])
+        })
+        .collect();
+    for p in &mut others {
+        let joined = p.wait_event("joined");
+        assert!(joined["contacts"].as_u64().unwrap_or(0) >= 1, "{joined}");
+    }
+
+    let last = others.last_mut().expect("last");
+    last.send(&format!("/lookup {first_address}"));
+    let lookup = last.wait_event("lookup");
+    assert_eq!(lookup["target"], first_address.as_str());
+    let closest = lookup["closest"].as_array().expect("closest");
+    assert_eq!(closest[0]["address"], first_address.as_str(), "{lookup}");
+    assert_eq!(closest[0]["addr"], first_listen.as_str());
+    assert!(closest.len() >= 3, "all other nodes found: {lookup}");
+
+    last.send("/peers");
+    let peers = last.wait_event("peers");
+    assert_eq!(peers["contacts"].as_array().map(Vec::len), Some(3));
+
+    // A typing mistake gets an error line, not silence.
+    last.send("/lookup not-an-address");
+    let error = last.wait_event("error");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    for p in others.iter_mut().chain(std::iter::once(&mut first)) {
+        p.send("/quit");
+        assert!(p.wait_exit().success());
+    }
+}
+
+#[test]
+fn a_silent_bootstrap_is_reported_and_the_node_keeps_running() {
+    // A bound socket that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+
+    let mut json = Proc::start(&["--json", "silent-json", "127.0.0.1:0", &silent_addr]);
+    json.wait_event("ready");
+    let failed = json.wait_event("bootstrap_failed");
+    assert_eq!(failed["addrs"][0], silent_addr.as_str());
+    assert_eq!(failed["tries"], 2);
+
+    // The same in words, with stdin piped but without --json.
+    let mut text = Proc::start(&["silent-text", "127.0.0.1:0", &silent_addr]);
+    let line = text.wait_line("bootstrap message", |l| l.starts_with("bootstrap "));
+    assert_eq!(
+        line,
+        format!(
+            "bootstrap {silent_addr} did not answer after 2 tries; running alone, will retry in 15s"
+        )
+    );
+
+    // End of input does not stop the node; /quit is no longer possible, a
+    // signal is.
+    json.stdin = None;
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        json.child.try_wait().expect("wait").is_none(),
+        "exited on EOF"
+    );
+    let pid = json.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    assert!(json.wait_exit().success());
+    json.wait_event("stopped");
+}
+
+#[test]
+fn bad_arguments_give_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_comm"))
+        .args(["secret", "not-an-address"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LISTEN"), "{err}");
+}
