@@ -111,6 +111,15 @@ pub enum Format {
     Json,
 }
 
+/// "1 contact", "2 contacts".
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 fn ago(d: Duration) -> String {
     let s = d.as_secs();
     match s {
@@ -130,7 +139,11 @@ fn peers_human(rows: &[PeerRow]) -> String {
         b.dedup();
         b.len()
     };
-    let mut out = format!("{} contacts in {} buckets", rows.len(), buckets);
+    let mut out = format!(
+        "{} in {}",
+        plural(rows.len(), "contact"),
+        plural(buckets, "bucket")
+    );
     let mut current = None;
     for r in rows.iter().rev() {
         if current != Some(r.bucket) {
@@ -192,11 +205,11 @@ pub fn human(o: &Output) -> String {
         }
         Output::Lookup(r) => {
             let mut out = format!(
-                "lookup {}: {} closest in {} rounds, {} RPCs",
+                "lookup {}: {} closest in {}, {}",
                 r.target,
                 r.closest.len(),
-                r.rounds,
-                r.rpcs
+                plural(r.rounds as usize, "round"),
+                plural(r.rpcs as usize, "RPC")
             );
             for (i, c) in r.closest.iter().enumerate() {
                 let d = c.id.distance(&r.target).bucket_index();

@@ -1,0 +1,13 @@
+//! Arbitrary bytes into `wire::decode` (k = 8): it must never panic, and
+//! whatever it accepts must survive an encode/decode round trip unchanged.
+#![no_main]
+
+use comm::wire::{decode, encode};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(packet) = decode(data, 8) {
+        let again = encode(&packet);
+        assert_eq!(decode(&again, 8), Ok(packet));
+    }
+});
