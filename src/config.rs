@@ -11,6 +11,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// fragmentation on any path that carries IPv6.
 pub const MAX_DATAGRAM: usize = 1232;
 
+/// Largest message body in bytes: a `Store` of this size, with a
+/// challenge, still fits [`MAX_DATAGRAM`] (checked by a test in `wire`).
+pub const MAX_BODY: usize = 1000;
+
+/// Largest hop limit a message may carry.
+pub const MAX_HOP_LIMIT: u32 = 16;
+
 /// Length of a challenge nonce in bytes.
 pub const CHALLENGE_LEN: usize = 16;
 
@@ -62,6 +69,47 @@ pub struct Config {
     /// one host cannot fill a bucket with sybils. Loopback is exempt so
     /// local test networks work.
     pub max_per_prefix: usize,
+    /// Lifetime given to messages sent from this node. Default 3 days: a
+    /// recipient who is away for a weekend still gets them.
+    pub default_ttl: Duration,
+    /// Longest lifetime a relay accepts. Default 7 days; bounds how long a
+    /// relay's storage can be claimed by one message.
+    pub max_ttl: Duration,
+    /// How far in the future a creation time may be (clock skew between
+    /// sender and relay). Default 5 minutes; later ones are refused.
+    pub clock_skew: Duration,
+    /// Hop limit given to messages sent from this node, and to acks routed
+    /// to their sender. Default 4: the sender's lookup already reaches the
+    /// recipient's neighbourhood, hops only absorb churn.
+    pub hop_limit: u32,
+    /// Transmissions of one message (or ack) a node makes before it stops
+    /// relaying it. Default 32: four full rounds of k = 8.
+    pub relay_budget: u32,
+    /// First re-relay delay. Default 30 s; doubles per attempt.
+    pub relay_backoff: Duration,
+    /// Cap on the re-relay delay. Default 1 hour.
+    pub relay_backoff_max: Duration,
+    /// Held messages (not counting our own outbox). Default 4096; when full
+    /// the message whose recipient is farthest from us is evicted first
+    /// (we are the least responsible for it), or the new one is refused.
+    pub max_held: usize,
+    /// Total body bytes of held messages. Default 4 MiB; same eviction.
+    pub max_held_bytes: usize,
+    /// Held messages from one sender. Default 256; more are refused so one
+    /// sender cannot fill a relay.
+    pub max_held_per_sender: usize,
+    /// Acks kept as tombstones. Default 16384; the one expiring soonest is
+    /// evicted first.
+    pub max_tombstones: usize,
+    /// Extra time a tombstone is kept after the message's expiry, so late
+    /// copies still meet the ack. Default 1 hour.
+    pub tombstone_margin: Duration,
+    /// Messages in our outbox (sent, not yet delivered or expired). Default
+    /// 1024; further sends are refused until some are delivered or expire.
+    pub max_outbox: usize,
+    /// Ids of received messages remembered to show each once. Default
+    /// 16384; the one expiring soonest is forgotten first.
+    pub max_inbox: usize,
 }
 
 impl Default for Config {
@@ -82,6 +130,20 @@ impl Default for Config {
             bootstrap_retry_max: Duration::from_secs(600),
             verified_cache: 256,
             max_per_prefix: 2,
+            default_ttl: Duration::from_secs(3 * 24 * 3600),
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            clock_skew: Duration::from_secs(300),
+            hop_limit: 4,
+            relay_budget: 32,
+            relay_backoff: Duration::from_secs(30),
+            relay_backoff_max: Duration::from_secs(3600),
+            max_held: 4096,
+            max_held_bytes: 4 << 20,
+            max_held_per_sender: 256,
+            max_tombstones: 16384,
+            tombstone_margin: Duration::from_secs(3600),
+            max_outbox: 1024,
+            max_inbox: 16384,
         }
     }
 }

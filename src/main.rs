@@ -104,12 +104,9 @@ fn start(cli: Cli) -> Result<(), String> {
 
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
-    let node = Node::new(
-        Config::default(),
-        identity.clone(),
-        seed,
-        std::time::Instant::now(),
-    );
+    let started = std::time::Instant::now();
+    let node = Node::new(Config::default(), identity.clone(), seed, started)
+        .with_wall_clock(started, runtime::unix_ms());
     let me = (identity.address(), bound);
 
     let (command_tx, command_rx) = mpsc::channel(64);

@@ -20,6 +20,8 @@ use crate::address::Address;
 use crate::config::{Config, CHALLENGE_LEN};
 use crate::identity::{self, proof_message, Identity};
 use crate::lookup::{Lookup, LookupResult};
+use crate::message::MessageId;
+use crate::relay::RelayState;
 use crate::routing::{Insert, RoutingTable};
 use crate::wire::{self, Body, Contact, Packet, Proof};
 
@@ -64,6 +66,38 @@ pub enum Event {
         /// What it found.
         result: LookupResult,
     },
+    /// Our message's first copies are placed.
+    MessageSent {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: Address,
+        /// Relays that confirmed holding a copy.
+        relays: usize,
+    },
+    /// A message for us arrived (shown once, however many copies come).
+    MessageReceived {
+        /// The message.
+        id: MessageId,
+        /// Its sender (verified signature).
+        from: Address,
+        /// The text.
+        body: Bytes,
+        /// When the sender created it, ms since the Unix epoch.
+        created_at_ms: u64,
+    },
+    /// The recipient's signed ack for our message arrived.
+    Delivered {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: Address,
+    },
+    /// Our message expired without an ack.
+    MessageExpired {
+        /// The message.
+        id: MessageId,
+    },
 }
 
 /// Why a command was refused.
@@ -73,6 +107,15 @@ pub enum NodeError {
     /// `max_lookups` lookups are already running.
     #[error("too many lookups in progress ({0}); try again shortly")]
     TooManyLookups(usize),
+    /// The message text is over the size limit.
+    #[error("message of {0} bytes is over the {max}-byte limit", max = crate::config::MAX_BODY)]
+    BodyTooLarge(usize),
+    /// Sending to our own address.
+    #[error("that is this node's own address")]
+    ToSelf,
+    /// Too many undelivered messages.
+    #[error("{0} messages are still undelivered; wait for some to be delivered or expire")]
+    OutboxFull(usize),
 }
 
 /// Counters for `/stats` and tests.
@@ -86,6 +129,10 @@ pub struct Stats {
     pub retransmits: u64,
     /// Requests that got no answer after all retries.
     pub rpc_timeouts: u64,
+    /// `Store` requests sent (message transfers).
+    pub stores_sent: u64,
+    /// `Acknowledge` requests sent (ack transfers).
+    pub acks_sent: u64,
     /// Inputs dropped, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
 }
@@ -98,7 +145,7 @@ impl Stats {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Purpose {
+pub(crate) enum Purpose {
     /// Challenge ping to a bootstrap endpoint whose address we do not know.
     Bootstrap,
     /// Challenge ping to a node that contacted us, before it may enter the table.
@@ -107,6 +154,12 @@ enum Purpose {
     CheckOldest,
     /// One step of a lookup.
     FindNode(LookupId),
+    /// Placing a copy of a held message.
+    Store(MessageId),
+    /// Routing or purging with an ack.
+    Acknowledge(MessageId),
+    /// Asking a neighbour for messages held for us.
+    Pull,
 }
 
 #[derive(Clone, Debug)]
@@ -125,6 +178,8 @@ enum LookupKind {
     User,
     Join,
     Refresh,
+    Send(MessageId),
+    AckRoute(MessageId),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -162,22 +217,30 @@ impl VerifiedCache {
     }
 }
 
+/// Wall-clock time assumed at construction until
+/// [`Node::with_wall_clock`] says otherwise (2023-11-14, ms since the epoch);
+/// the simulator and fuzzers run on it.
+pub const DEFAULT_EPOCH_MS: u64 = 1_700_000_000_000;
+
 /// One overlay node.
 pub struct Node {
-    config: Config,
-    identity: Identity,
-    me: Address,
-    rng: StdRng,
-    table: RoutingTable,
+    pub(crate) config: Config,
+    pub(crate) identity: Identity,
+    pub(crate) me: Address,
+    pub(crate) rng: StdRng,
+    pub(crate) table: RoutingTable,
     rpcs: BTreeMap<u64, Rpc>,
     lookups: BTreeMap<LookupId, (Lookup, LookupKind)>,
     next_lookup: LookupId,
     verified: VerifiedCache,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    stats: Stats,
+    pub(crate) stats: Stats,
     boot: Bootstrap,
     next_refresh_check: Instant,
+    pub(crate) relay: RelayState,
+    /// (instant, wall-clock ms at that instant).
+    pub(crate) clock: (Instant, u64),
 }
 
 impl Node {
@@ -210,7 +273,16 @@ impl Node {
             events: VecDeque::new(),
             stats: Stats::default(),
             next_refresh_check,
+            relay: RelayState::default(),
+            clock: (now, DEFAULT_EPOCH_MS),
         }
+    }
+
+    /// Tie the node's clock to the wall clock: at `now` it is `unix_ms`
+    /// milliseconds since the Unix epoch. Message times derive from this.
+    pub fn with_wall_clock(mut self, now: Instant, unix_ms: u64) -> Node {
+        self.clock = (now, unix_ms);
+        self
     }
 
     /// This node's address.
@@ -251,17 +323,22 @@ impl Node {
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let rpc = self.rpcs.values().map(|r| r.deadline).min();
-        [rpc, self.boot.next_retry, Some(self.next_refresh_check)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            rpc,
+            self.boot.next_retry,
+            Some(self.next_refresh_check),
+            self.relay_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    fn count_drop(&mut self, reason: &'static str) {
+    pub(crate) fn count_drop(&mut self, reason: &'static str) {
         *self.stats.dropped.entry(reason).or_insert(0) += 1;
     }
 
-    fn emit(&mut self, event: Event) {
+    pub(crate) fn emit(&mut self, event: Event) {
         if self.events.len() >= MAX_QUEUE {
             self.count_drop("event_queue_full");
             return;
@@ -405,10 +482,15 @@ impl Node {
         match kind {
             LookupKind::User => self.emit(Event::LookupDone { id, result: r }),
             LookupKind::Refresh => {}
+            LookupKind::Send(message) => self.send_lookup_done(now, message, &r.closest),
+            LookupKind::AckRoute(message) => self.ack_lookup_done(now, message, &r.closest),
             LookupKind::Join => {
                 self.emit(Event::Joined {
                     contacts: self.table.len(),
                 });
+                // Ask our neighbourhood for messages and acks held for us.
+                let near = self.table.closest(&self.me, self.config.k);
+                self.pull(now, &near);
                 // Fill the buckets farther than our nearest neighbour (Kademlia join).
                 let Some(nearest) = self.table.nearest_bucket() else {
                     return;
@@ -431,12 +513,29 @@ impl Node {
         }
     }
 
-    fn needs_proof(&self, c: &Contact) -> bool {
+    pub(crate) fn start_send_lookup(&mut self, now: Instant, id: MessageId, to: Address) {
+        if self.start_lookup(now, to, LookupKind::Send(id)).is_err() {
+            // Too busy for a lookup: place copies with what the table knows.
+            self.send_lookup_done(now, id, &[]);
+        }
+    }
+
+    pub(crate) fn start_ack_lookup(&mut self, now: Instant, id: MessageId, sender: Address) {
+        if self
+            .start_lookup(now, sender, LookupKind::AckRoute(id))
+            .is_err()
+        {
+            let near = self.table.closest(&sender, self.config.k);
+            self.ack_lookup_done(now, id, &near);
+        }
+    }
+
+    pub(crate) fn needs_proof(&self, c: &Contact) -> bool {
         !self.table.contains(&c.id, &c.addr) && !self.verified.contains(c)
     }
 
     /// Send a request and remember it. `None` if `max_inflight_rpcs` are open.
-    fn request(
+    pub(crate) fn request(
         &mut self,
         now: Instant,
         to: SocketAddr,
@@ -480,6 +579,8 @@ impl Node {
     /// Feed one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams_in += 1;
+        // IPv4 peers on a dual-stack socket appear as ::ffff:a.b.c.d.
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         let packet = match wire::decode(bytes, self.config.k) {
             Ok(p) => p,
             Err(e) => {
@@ -510,7 +611,40 @@ impl Node {
                 contacts.truncate(self.config.k);
                 Body::Nodes { contacts }
             }
-            Body::Pong { .. } | Body::Nodes { .. } => return,
+            Body::Store {
+                envelope,
+                hops_left,
+            } => self.on_store(
+                now,
+                Contact {
+                    id: packet.sender,
+                    addr: from,
+                },
+                *envelope,
+                hops_left,
+            ),
+            Body::Acknowledge { ack, hops_left } => {
+                let id = ack.id;
+                if !self.on_ack(now, Some(packet.sender), *ack, hops_left) {
+                    // Forged: say nothing, change nothing.
+                    return;
+                }
+                Body::Acknowledged { id }
+            }
+            Body::Pull => Body::Pulled {
+                count: self.on_pull(
+                    now,
+                    Contact {
+                        id: packet.sender,
+                        addr: from,
+                    },
+                ),
+            },
+            Body::Pong { .. }
+            | Body::Nodes { .. }
+            | Body::Stored { .. }
+            | Body::Acknowledged { .. }
+            | Body::Pulled { .. } => return,
         };
         let proof = packet.challenge.map(|c| Proof {
             key: self.identity.public_key(),
@@ -560,6 +694,9 @@ impl Node {
         let fits = matches!(
             (&rpc.purpose, &packet.body),
             (Purpose::FindNode(_), Body::Nodes { .. })
+                | (Purpose::Store(_), Body::Stored { .. })
+                | (Purpose::Acknowledge(_), Body::Acknowledged { .. })
+                | (Purpose::Pull, Body::Pulled { .. })
                 | (
                     Purpose::Bootstrap | Purpose::Verify | Purpose::CheckOldest,
                     Body::Pong { .. }
@@ -627,13 +764,26 @@ impl Node {
                     self.drive_lookup(now, id);
                 }
             }
+            Purpose::Store(id) => {
+                if let Body::Stored { id: got, status } = packet.body {
+                    if got == id {
+                        self.on_stored(now, contact.id, id, status);
+                    } else {
+                        self.count_drop("wrong_response_type");
+                        self.store_failed(Some(contact.id), id);
+                    }
+                }
+            }
+            Purpose::Acknowledge(id) => self.on_acknowledged(contact.id, id),
+            Purpose::Pull => {}
         }
     }
 
     /// Offer a contact that has proven its key to the routing table.
     fn offer(&mut self, now: Instant, contact: Contact) {
         match self.table.insert(contact, now) {
-            Insert::Added | Insert::Updated => {}
+            Insert::Added => self.contact_appeared(now, contact),
+            Insert::Updated => {}
             Insert::PingOldest { oldest } => {
                 self.verified.insert(&contact, self.config.verified_cache);
                 let sent = self.request(
@@ -680,11 +830,17 @@ impl Node {
                 self.rpc_failed(now, rpc);
             }
         }
+        self.relay_timers(now);
         if self.boot.next_retry.is_some_and(|t| t <= now) {
-            self.bootstrap_round(now);
+            self.boot.next_retry = None;
+            // Contacts may have arrived on their own meanwhile.
+            if self.table.is_empty() {
+                self.bootstrap_round(now);
+            }
         }
         if now >= self.next_refresh_check {
             self.next_refresh_check = now + self.config.refresh_check;
+            self.relay_sweep(now);
             for i in self.table.stale_buckets(now, self.config.bucket_refresh) {
                 let target = self.me.random_in_bucket(i, &mut self.rng);
                 if self.start_lookup(now, target, LookupKind::Refresh).is_err() {
@@ -704,7 +860,9 @@ impl Node {
 
     fn rpc_failed(&mut self, now: Instant, rpc: Rpc) {
         self.stats.rpc_timeouts += 1;
-        if let Some(id) = rpc.expect {
+        // Only a failure at the endpoint we know counts against a contact,
+        // so nobody can get it dropped by naming it at another endpoint.
+        if let Some(id) = rpc.expect.filter(|id| self.table.contains(id, &rpc.to)) {
             if let Some(gone) = self.table.failed(&id, self.config.max_failures, now) {
                 debug!(contact = %gone.id, "dropped unresponsive contact");
             }
@@ -728,6 +886,9 @@ impl Node {
                 }
                 self.drive_lookup(now, lookup);
             }
+            Purpose::Store(id) => self.store_failed(rpc.expect, id),
+            Purpose::Acknowledge(id) => self.ack_failed(rpc.expect, id),
+            Purpose::Pull => {}
         }
     }
 }

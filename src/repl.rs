@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::address::{Address, AddressError};
+use crate::message::MessageId;
 use crate::runtime::{Command, Output, PeerRow, StatsReport};
 use crate::wire::Contact;
 
@@ -164,13 +165,46 @@ fn peers_human(rows: &[PeerRow]) -> String {
 fn stats_human(s: &StatsReport) -> String {
     let dropped: u64 = s.dropped.iter().map(|(_, n)| n).sum();
     let mut out = format!(
-        "contacts {}  lookups {}  datagrams in {}  out {}  timeouts {}  dropped {}",
-        s.contacts, s.lookups, s.datagrams_in, s.datagrams_out, s.rpc_timeouts, dropped
+        "contacts {}  lookups {}  datagrams in {}  out {}  timeouts {}  dropped {}\n\
+         held messages {}  held acks {}  outbox {}  inbox {}  stores sent {}  acks sent {}",
+        s.contacts,
+        s.lookups,
+        s.datagrams_in,
+        s.datagrams_out,
+        s.rpc_timeouts,
+        dropped,
+        s.held_messages,
+        s.held_acks,
+        s.outbox,
+        s.inbox,
+        s.stores_sent,
+        s.acks_sent
     );
     for (reason, n) in &s.dropped {
         out.push_str(&format!("\n  dropped {reason}: {n}"));
     }
     out
+}
+
+/// Local wall-clock time of day for `ms` since the Unix epoch.
+fn clock(ms: u64) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_millis_opt(ms as i64) {
+        chrono::LocalResult::Single(t) => t.format("%H:%M:%S").to_string(),
+        _ => "??:??:??".to_string(),
+    }
+}
+
+/// Message text made safe for a terminal: control characters (which could
+/// move the cursor or recolour the screen) are shown as U+FFFD.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+fn short_id(id: &MessageId) -> String {
+    format!("{}…", &id.to_string()[..4])
 }
 
 /// Render an output for people.
@@ -228,6 +262,29 @@ pub fn human(o: &Output) -> String {
         }
         Output::Peers(rows) => peers_human(rows),
         Output::Stats(s) => stats_human(s),
+        Output::Sent { id, relays, .. } => format!(
+            "  [msg {}] sent → held by {}",
+            short_id(id),
+            plural(*relays, "relay")
+        ),
+        Output::Message {
+            from,
+            text,
+            created_at_ms,
+            ..
+        } => format!(
+            "[from {} {}] {}",
+            from.short(),
+            clock(*created_at_ms),
+            printable(text)
+        ),
+        Output::Delivered { id, to, at_ms } => format!(
+            "  [msg {}] delivered to {} at {} (signed ack)",
+            short_id(id),
+            to.short(),
+            clock(*at_ms)
+        ),
+        Output::Expired { id } => format!("  [msg {}] expired undelivered", short_id(id)),
         Output::WhoAmI { address, listen } => format!("{address} on {listen}"),
         Output::Help => HELP.to_string(),
         Output::Notice(text) => text.clone(),
@@ -279,7 +336,29 @@ pub fn json(o: &Output) -> String {
             "rpc_timeouts": s.rpc_timeouts,
             "dropped": s.dropped.iter().map(|(_, n)| n).sum::<u64>(),
             "dropped_by_reason": s.dropped.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "held_messages": s.held_messages,
+            "held_acks": s.held_acks,
+            "outbox": s.outbox,
+            "inbox": s.inbox,
+            "stores_sent": s.stores_sent,
+            "acks_sent": s.acks_sent,
         }),
+        Output::Sent { id, to, relays } => json!({
+            "event": "sent", "id": id.to_string(), "to": to.to_string(), "relays": relays,
+        }),
+        Output::Message {
+            id,
+            from,
+            text,
+            created_at_ms,
+        } => json!({
+            "event": "message", "id": id.to_string(), "from": from.to_string(),
+            "text": text, "created_at": created_at_ms,
+        }),
+        Output::Delivered { id, to, at_ms } => json!({
+            "event": "delivered", "id": id.to_string(), "to": to.to_string(), "at": at_ms,
+        }),
+        Output::Expired { id } => json!({"event": "expired", "id": id.to_string()}),
         Output::WhoAmI { address, listen } => {
             json!({"event": "whoami", "address": address.to_string(), "listen": listen.to_string()})
         }
@@ -334,10 +413,12 @@ pub fn dispatch(
             address: me.0,
             listen: me.1,
         },
-        Ok(Input::Send { .. }) => Output::Error(
-            "sending messages arrives with the relay (issue #4); this build can only look up and list peers"
-                .to_string(),
-        ),
+        Ok(Input::Send { to, text }) => {
+            if commands.blocking_send(Command::Send { to, text }).is_err() {
+                return false;
+            }
+            return true;
+        }
         Ok(Input::Command(c)) => {
             let quit = c == Command::Quit;
             if commands.blocking_send(c).is_err() {

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use crate::address::Address;
 use crate::config::MAX_DATAGRAM;
 use crate::lookup::LookupResult;
+use crate::message::MessageId;
 use crate::node::{Event, Node};
 use crate::wire::Contact;
 
@@ -33,6 +34,13 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 pub enum Command {
     /// Iterative lookup of an address.
     Lookup(Address),
+    /// Send a text message.
+    Send {
+        /// Recipient.
+        to: Address,
+        /// The text.
+        text: String,
+    },
     /// Show the routing table.
     Peers,
     /// Show counters.
@@ -67,6 +75,18 @@ pub struct StatsReport {
     pub rpc_timeouts: u64,
     /// Lookups in progress.
     pub lookups: usize,
+    /// Messages held for others (and our own undelivered ones).
+    pub held_messages: usize,
+    /// Acks kept as tombstones.
+    pub held_acks: usize,
+    /// Our messages not yet delivered.
+    pub outbox: usize,
+    /// Received messages remembered.
+    pub inbox: usize,
+    /// Message transfers (`Store` requests) sent.
+    pub stores_sent: u64,
+    /// Ack transfers sent.
+    pub acks_sent: u64,
 }
 
 /// Everything the runtime reports to the user interface.
@@ -102,6 +122,40 @@ pub enum Output {
     Lookup(LookupResult),
     /// Answer to `/peers`.
     Peers(Vec<PeerRow>),
+    /// Our message's first copies are placed.
+    Sent {
+        /// Message id.
+        id: MessageId,
+        /// Recipient.
+        to: Address,
+        /// Relays holding it.
+        relays: usize,
+    },
+    /// A message arrived.
+    Message {
+        /// Message id.
+        id: MessageId,
+        /// Sender.
+        from: Address,
+        /// Text (invalid UTF-8 replaced).
+        text: String,
+        /// Creation time, ms since the Unix epoch.
+        created_at_ms: u64,
+    },
+    /// The recipient's signed ack arrived.
+    Delivered {
+        /// Message id.
+        id: MessageId,
+        /// Recipient.
+        to: Address,
+        /// When the ack arrived, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Our message expired undelivered.
+    Expired {
+        /// Message id.
+        id: MessageId,
+    },
     /// Answer to `/stats`.
     Stats(StatsReport),
     /// Answer to `/whoami`.
@@ -235,6 +289,24 @@ async fn flush(node: &mut Node, socket: &UdpSocket, out: &mpsc::UnboundedSender<
                 retry_in,
             },
             Event::LookupDone { result, .. } => Output::Lookup(result),
+            Event::MessageSent { id, to, relays } => Output::Sent { id, to, relays },
+            Event::MessageReceived {
+                id,
+                from,
+                body,
+                created_at_ms,
+            } => Output::Message {
+                id,
+                from,
+                text: String::from_utf8_lossy(&body).into_owned(),
+                created_at_ms,
+            },
+            Event::Delivered { id, to } => Output::Delivered {
+                id,
+                to,
+                at_ms: unix_ms(),
+            },
+            Event::MessageExpired { id } => Output::Expired { id },
         };
         if out.send(output).is_err() {
             warn!("user interface is gone");
@@ -242,9 +314,20 @@ async fn flush(node: &mut Node, socket: &UdpSocket, out: &mpsc::UnboundedSender<
     }
 }
 
+/// Milliseconds since the Unix epoch now (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn execute(node: &mut Node, command: Command, out: &mpsc::UnboundedSender<Output>) {
     let now = Instant::now();
     let output = match command {
+        Command::Send { to, text } => match node.send(now, to, bytes::Bytes::from(text)) {
+            Ok(_) => return,
+            Err(e) => Output::Error(e.to_string()),
+        },
         Command::Lookup(target) => match node.lookup(now, target) {
             Ok(_) => return,
             Err(e) => Output::Error(e.to_string()),
@@ -270,6 +353,12 @@ fn execute(node: &mut Node, command: Command, out: &mpsc::UnboundedSender<Output
                 dropped: s.dropped.iter().map(|(k, v)| (*k, *v)).collect(),
                 rpc_timeouts: s.rpc_timeouts,
                 lookups: node.lookups_running(),
+                held_messages: node.held_count(),
+                held_acks: node.tombstone_count(),
+                outbox: node.outbox_pending(),
+                inbox: node.inbox_count(),
+                stores_sent: s.stores_sent,
+                acks_sent: s.acks_sent,
             })
         }
         Command::Quit => return,

@@ -13,7 +13,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message;
 
 use crate::address::Address;
-use crate::config::{CHALLENGE_LEN, MAX_DATAGRAM, PROTOCOL_VERSION};
+use crate::config::{CHALLENGE_LEN, MAX_BODY, MAX_DATAGRAM, MAX_HOP_LIMIT, PROTOCOL_VERSION};
+use crate::message::{Ack, Envelope, MessageId};
 
 /// Generated prost types for `proto/comm.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -59,12 +60,65 @@ pub enum Body {
         /// Closest first.
         contacts: Vec<Contact>,
     },
+    /// Hold this message and relay it (request).
+    Store {
+        /// The signed message.
+        envelope: Box<Envelope>,
+        /// Hops this copy may still travel after the receiver.
+        hops_left: u32,
+    },
+    /// Answer to `Store`.
+    Stored {
+        /// The message.
+        id: MessageId,
+        /// What the receiver did with it.
+        status: StoreStatus,
+    },
+    /// This message was delivered (request).
+    Acknowledge {
+        /// The recipient's signed ack.
+        ack: Box<Ack>,
+        /// Hops it may still travel towards the sender; 0 = purge only.
+        hops_left: u32,
+    },
+    /// Answer to `Acknowledge`.
+    Acknowledged {
+        /// The message.
+        id: MessageId,
+    },
+    /// Send me what you hold for me (request).
+    Pull,
+    /// Answer to `Pull`.
+    Pulled {
+        /// Messages that follow as `Store` requests.
+        count: u32,
+    },
+}
+
+/// What a node did with a `Store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreStatus {
+    /// Held now, or already held (code 1).
+    Held,
+    /// I am the recipient; here is my ack (code 2).
+    Delivered(Box<Ack>),
+    /// Already acknowledged; here is the ack (code 3).
+    Acknowledged(Box<Ack>),
+    /// Invalid, expired, or no room (code 4).
+    Refused,
 }
 
 impl Body {
     /// Whether this body opens an exchange (and so expects a response).
     pub fn is_request(&self) -> bool {
-        matches!(self, Body::Ping | Body::FindNode { .. })
+        matches!(
+            self,
+            Body::Ping
+                | Body::FindNode { .. }
+                | Body::Store { .. }
+                | Body::Acknowledge { .. }
+                | Body::Pull
+        )
     }
 
     /// Short lowercase name, for logs and counters.
@@ -74,6 +128,12 @@ impl Body {
             Body::Pong { .. } => "pong",
             Body::FindNode { .. } => "find_node",
             Body::Nodes { .. } => "nodes",
+            Body::Store { .. } => "store",
+            Body::Stored { .. } => "stored",
+            Body::Acknowledge { .. } => "acknowledge",
+            Body::Acknowledged { .. } => "acknowledged",
+            Body::Pull => "pull",
+            Body::Pulled { .. } => "pulled",
         }
     }
 }
@@ -143,6 +203,21 @@ pub enum WireError {
     /// No body, or a body of a type this version does not know.
     #[error("unknown or missing message type")]
     UnknownType,
+    /// A message body over [`MAX_BODY`] bytes.
+    #[error("message body of {0} bytes exceeds the {MAX_BODY}-byte limit")]
+    BodyTooLarge(usize),
+    /// A hop count over [`MAX_HOP_LIMIT`], or hops left above the hop limit.
+    #[error("bad hop count")]
+    BadHops,
+    /// A zero TTL.
+    #[error("zero TTL")]
+    BadTtl,
+    /// An unknown `Stored` status, or an ack missing or not matching the id.
+    #[error("bad store status")]
+    BadStatus,
+    /// A required nested message is missing.
+    #[error("missing {0}")]
+    Missing(&'static str),
 }
 
 impl WireError {
@@ -161,6 +236,11 @@ impl WireError {
             WireError::TooManyContacts { .. } => "too_many_contacts",
             WireError::BadEndpoint => "bad_endpoint",
             WireError::UnknownType => "unknown_type",
+            WireError::BodyTooLarge(_) => "body_too_large",
+            WireError::BadHops => "bad_hops",
+            WireError::BadTtl => "bad_ttl",
+            WireError::BadStatus => "bad_status",
+            WireError::Missing(_) => "missing_field",
         }
     }
 }
@@ -237,15 +317,106 @@ impl TryFrom<proto::Proof> for Proof {
     type Error = WireError;
 
     fn try_from(p: proto::Proof) -> Result<Self, WireError> {
-        let key_bytes: [u8; 32] = p.public_key[..].try_into().map_err(|_| WireError::BadKey)?;
-        let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| WireError::BadKey)?;
-        let sig_bytes: [u8; 64] = p.signature[..]
-            .try_into()
-            .map_err(|_| WireError::SignatureLength(p.signature.len()))?;
         Ok(Proof {
-            key,
-            signature: Signature::from_bytes(&sig_bytes),
+            key: key(&p.public_key)?,
+            signature: signature(&p.signature)?,
         })
+    }
+}
+
+fn key(bytes: &[u8]) -> Result<VerifyingKey, WireError> {
+    let b: [u8; 32] = bytes.try_into().map_err(|_| WireError::BadKey)?;
+    VerifyingKey::from_bytes(&b).map_err(|_| WireError::BadKey)
+}
+
+fn signature(bytes: &[u8]) -> Result<Signature, WireError> {
+    let b: [u8; 64] = bytes
+        .try_into()
+        .map_err(|_| WireError::SignatureLength(bytes.len()))?;
+    Ok(Signature::from_bytes(&b))
+}
+
+fn message_id(bytes: &[u8]) -> Result<MessageId, WireError> {
+    address("message id", bytes).map(|a| MessageId(a.0))
+}
+
+impl TryFrom<proto::Envelope> for Envelope {
+    type Error = WireError;
+
+    fn try_from(e: proto::Envelope) -> Result<Self, WireError> {
+        if e.body.len() > MAX_BODY {
+            return Err(WireError::BodyTooLarge(e.body.len()));
+        }
+        if e.hop_limit > MAX_HOP_LIMIT {
+            return Err(WireError::BadHops);
+        }
+        if e.ttl_secs == 0 {
+            return Err(WireError::BadTtl);
+        }
+        Ok(Envelope {
+            sender_key: key(&e.sender_key)?,
+            recipient: address("recipient", &e.recipient)?,
+            created_at_ms: e.created_at_ms,
+            ttl_secs: e.ttl_secs,
+            hop_limit: e.hop_limit,
+            body: e.body,
+            signature: signature(&e.signature)?,
+        })
+    }
+}
+
+fn envelope_to_proto(e: &Envelope) -> proto::Envelope {
+    proto::Envelope {
+        sender_key: Bytes::copy_from_slice(e.sender_key.as_bytes()),
+        recipient: Bytes::copy_from_slice(&e.recipient.0),
+        created_at_ms: e.created_at_ms,
+        ttl_secs: e.ttl_secs,
+        hop_limit: e.hop_limit,
+        body: e.body.clone(),
+        signature: Bytes::copy_from_slice(&e.signature.to_bytes()),
+    }
+}
+
+impl TryFrom<proto::Ack> for Ack {
+    type Error = WireError;
+
+    fn try_from(a: proto::Ack) -> Result<Self, WireError> {
+        Ok(Ack {
+            id: message_id(&a.id)?,
+            sender: address("ack sender", &a.sender)?,
+            expires_at_ms: a.expires_at_ms,
+            recipient_key: key(&a.recipient_key)?,
+            signature: signature(&a.signature)?,
+        })
+    }
+}
+
+fn ack_to_proto(a: &Ack) -> proto::Ack {
+    proto::Ack {
+        id: Bytes::copy_from_slice(&a.id.0),
+        sender: Bytes::copy_from_slice(&a.sender.0),
+        expires_at_ms: a.expires_at_ms,
+        recipient_key: Bytes::copy_from_slice(a.recipient_key.as_bytes()),
+        signature: Bytes::copy_from_slice(&a.signature.to_bytes()),
+    }
+}
+
+fn status_from_proto(
+    id: &MessageId,
+    code: u32,
+    ack: Option<proto::Ack>,
+) -> Result<StoreStatus, WireError> {
+    let ack = ack.map(Ack::try_from).transpose()?;
+    let matching = |ack: Option<Ack>| match ack {
+        Some(a) if a.id == *id => Ok(Box::new(a)),
+        _ => Err(WireError::BadStatus),
+    };
+    match code {
+        1 => Ok(StoreStatus::Held),
+        2 => Ok(StoreStatus::Delivered(matching(ack)?)),
+        3 => Ok(StoreStatus::Acknowledged(matching(ack)?)),
+        4 => Ok(StoreStatus::Refused),
+        _ => Err(WireError::BadStatus),
     }
 }
 
@@ -256,6 +427,35 @@ fn packet_from_proto(raw: proto::Packet, max_contacts: usize) -> Result<Packet, 
     }
     let sender = address("sender", &raw.sender)?;
     let body = match raw.body.ok_or(WireError::UnknownType)? {
+        B::Store(st) => {
+            let envelope = Envelope::try_from(st.envelope.ok_or(WireError::Missing("envelope"))?)?;
+            if st.hops_left > envelope.hop_limit {
+                return Err(WireError::BadHops);
+            }
+            Body::Store {
+                envelope: Box::new(envelope),
+                hops_left: st.hops_left,
+            }
+        }
+        B::Stored(st) => {
+            let id = message_id(&st.id)?;
+            let status = status_from_proto(&id, st.status, st.ack)?;
+            Body::Stored { id, status }
+        }
+        B::Acknowledge(a) => {
+            if a.hops_left > MAX_HOP_LIMIT {
+                return Err(WireError::BadHops);
+            }
+            Body::Acknowledge {
+                ack: Box::new(Ack::try_from(a.ack.ok_or(WireError::Missing("ack"))?)?),
+                hops_left: a.hops_left,
+            }
+        }
+        B::Acknowledged(a) => Body::Acknowledged {
+            id: message_id(&a.id)?,
+        },
+        B::Pull(_) => Body::Pull,
+        B::Pulled(p) => Body::Pulled { count: p.count },
         B::Ping(_) => Body::Ping,
         B::Pong(p) => Body::Pong {
             observed: p.observed.map(SocketAddr::try_from).transpose()?,
@@ -308,6 +508,35 @@ fn packet_from_proto(raw: proto::Packet, max_contacts: usize) -> Result<Packet, 
 fn packet_to_proto(p: &Packet) -> proto::Packet {
     use proto::packet::Body as B;
     let body = match &p.body {
+        Body::Store {
+            envelope,
+            hops_left,
+        } => B::Store(proto::Store {
+            envelope: Some(envelope_to_proto(envelope)),
+            hops_left: *hops_left,
+        }),
+        Body::Stored { id, status } => {
+            let (code, ack) = match status {
+                StoreStatus::Held => (1, None),
+                StoreStatus::Delivered(a) => (2, Some(ack_to_proto(a))),
+                StoreStatus::Acknowledged(a) => (3, Some(ack_to_proto(a))),
+                StoreStatus::Refused => (4, None),
+            };
+            B::Stored(proto::Stored {
+                id: Bytes::copy_from_slice(&id.0),
+                status: code,
+                ack,
+            })
+        }
+        Body::Acknowledge { ack, hops_left } => B::Acknowledge(proto::Acknowledge {
+            ack: Some(ack_to_proto(ack)),
+            hops_left: *hops_left,
+        }),
+        Body::Acknowledged { id } => B::Acknowledged(proto::Acknowledged {
+            id: Bytes::copy_from_slice(&id.0),
+        }),
+        Body::Pull => B::Pull(proto::Pull {}),
+        Body::Pulled { count } => B::Pulled(proto::Pulled { count: *count }),
         Body::Ping => B::Ping(proto::Ping {}),
         Body::Pong { observed } => B::Pong(proto::Pong {
             observed: observed.as_ref().map(endpoint),
@@ -373,7 +602,44 @@ mod tests {
                 contacts: sample_contacts(8),
             },
             Body::Nodes { contacts: vec![] },
+            Body::Store {
+                envelope: Box::new(big_envelope()),
+                hops_left: 3,
+            },
+            Body::Stored {
+                id: big_envelope().id(),
+                status: StoreStatus::Delivered(Box::new(ack())),
+            },
+            Body::Stored {
+                id: big_envelope().id(),
+                status: StoreStatus::Held,
+            },
+            Body::Acknowledge {
+                ack: Box::new(ack()),
+                hops_left: 2,
+            },
+            Body::Acknowledged {
+                id: big_envelope().id(),
+            },
+            Body::Pull,
+            Body::Pulled { count: 3 },
         ]
+    }
+
+    fn big_envelope() -> Envelope {
+        let from = Identity::from_seed([8; 32]);
+        Envelope::sign(
+            &from,
+            Address([9; 20]),
+            u64::MAX,
+            u32::MAX,
+            MAX_HOP_LIMIT,
+            Bytes::from(vec![0xff; MAX_BODY]),
+        )
+    }
+
+    fn ack() -> Ack {
+        Ack::sign(&Identity::from_seed([9; 32]), &big_envelope())
     }
 
     #[test]

@@ -217,6 +217,26 @@ impl Sim {
         }
     }
 
+    /// Deliver `payload` to node `to` now, as if sent from `from` (which
+    /// need not be a simulated node: answers to it are lost).
+    pub fn inject(&mut self, to: usize, from: SocketAddr, payload: &[u8]) {
+        let now = self.now;
+        if self.nodes[to].online {
+            self.nodes[to].node.handle_datagram(now, from, payload);
+            self.flush(to);
+        }
+    }
+
+    /// Indices of online nodes holding message `id`.
+    pub fn holders(&self, id: &crate::message::MessageId) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.online && n.node.holds(id))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Events emitted and not yet taken, with the index of their node.
     pub fn events(&self) -> &[(usize, Event)] {
         &self.events

@@ -1,0 +1,278 @@
+//! Signed messages and signed acknowledgements.
+//!
+//! An [`Envelope`] is signed by its sender; its id is the SHA-1 of the signed
+//! bytes, so the id names the content and cannot be reused for another. An
+//! [`Ack`] is signed by the recipient over the message id, the sender's
+//! address and the time until which nodes keep it; anyone can check that the
+//! key behind the signature hashes to the message's recipient.
+
+use std::fmt;
+
+use bytes::Bytes;
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha1::{Digest, Sha1};
+
+use crate::address::Address;
+use crate::identity::Identity;
+
+/// Domain-separation prefix of the message signature.
+pub const ENVELOPE_DOMAIN: &[u8] = b"comm/v1/message";
+/// Domain-separation prefix of the acknowledgement signature.
+pub const ACK_DOMAIN: &[u8] = b"comm/v1/ack";
+
+/// A message id: SHA-1 of the envelope's signed bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MessageId(pub [u8; 20]);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({})", &self.to_string()[..8])
+    }
+}
+
+impl MessageId {
+    /// First 4 bytes in hex, for display.
+    pub fn short(&self) -> String {
+        self.to_string()[..8].to_string()
+    }
+}
+
+/// A message as it travels: content plus the sender's signature.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender's public key; its SHA-1 is the sender's address.
+    pub sender_key: VerifyingKey,
+    /// Where the message goes.
+    pub recipient: Address,
+    /// Wall-clock creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Lifetime in seconds from `created_at_ms`.
+    pub ttl_secs: u32,
+    /// How many relay hops copies may travel from the sender.
+    pub hop_limit: u32,
+    /// The text.
+    pub body: Bytes,
+    /// Sender's Ed25519 signature over [`Envelope::signed_bytes`].
+    pub signature: Signature,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id())
+            .field("recipient", &self.recipient)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("ttl_secs", &self.ttl_secs)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+fn content(
+    sender_key: &VerifyingKey,
+    recipient: &Address,
+    created_at_ms: u64,
+    ttl_secs: u32,
+    hop_limit: u32,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(ENVELOPE_DOMAIN.len() + 72 + body.len());
+    m.extend_from_slice(ENVELOPE_DOMAIN);
+    m.extend_from_slice(sender_key.as_bytes());
+    m.extend_from_slice(&recipient.0);
+    m.extend_from_slice(&created_at_ms.to_be_bytes());
+    m.extend_from_slice(&ttl_secs.to_be_bytes());
+    m.extend_from_slice(&hop_limit.to_be_bytes());
+    m.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+impl Envelope {
+    /// Create and sign a message.
+    pub fn sign(
+        identity: &Identity,
+        recipient: Address,
+        created_at_ms: u64,
+        ttl_secs: u32,
+        hop_limit: u32,
+        body: Bytes,
+    ) -> Envelope {
+        let key = identity.public_key();
+        let signature = identity.sign(&content(
+            &key,
+            &recipient,
+            created_at_ms,
+            ttl_secs,
+            hop_limit,
+            &body,
+        ));
+        Envelope {
+            sender_key: key,
+            recipient,
+            created_at_ms,
+            ttl_secs,
+            hop_limit,
+            body,
+            signature,
+        }
+    }
+
+    /// The bytes the sender signs.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        content(
+            &self.sender_key,
+            &self.recipient,
+            self.created_at_ms,
+            self.ttl_secs,
+            self.hop_limit,
+            &self.body,
+        )
+    }
+
+    /// The message id.
+    pub fn id(&self) -> MessageId {
+        let mut out = [0u8; 20];
+        out.copy_from_slice(&Sha1::digest(self.signed_bytes()));
+        MessageId(out)
+    }
+
+    /// The sender's address.
+    pub fn sender(&self) -> Address {
+        Address::of_key(self.sender_key.as_bytes())
+    }
+
+    /// When the message expires, ms since the Unix epoch.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.created_at_ms
+            .saturating_add(u64::from(self.ttl_secs) * 1000)
+    }
+
+    /// Whether the sender's signature is valid (strict verification).
+    pub fn verify(&self) -> bool {
+        self.sender_key
+            .verify_strict(&self.signed_bytes(), &self.signature)
+            .is_ok()
+    }
+}
+
+/// A recipient's signed statement that it received a message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ack {
+    /// The message acknowledged.
+    pub id: MessageId,
+    /// The message's sender, where the ack is routed.
+    pub sender: Address,
+    /// Until when nodes keep the ack as a tombstone, ms since the Unix epoch
+    /// (the message's expiry; nodes add a margin).
+    pub expires_at_ms: u64,
+    /// The recipient's public key.
+    pub recipient_key: VerifyingKey,
+    /// Signature over [`Ack::signed_bytes`].
+    pub signature: Signature,
+}
+
+impl Ack {
+    fn content(id: &MessageId, sender: &Address, expires_at_ms: u64) -> Vec<u8> {
+        let mut m = Vec::with_capacity(ACK_DOMAIN.len() + 48);
+        m.extend_from_slice(ACK_DOMAIN);
+        m.extend_from_slice(&id.0);
+        m.extend_from_slice(&sender.0);
+        m.extend_from_slice(&expires_at_ms.to_be_bytes());
+        m
+    }
+
+    /// The recipient acknowledges `envelope`.
+    pub fn sign(identity: &Identity, envelope: &Envelope) -> Ack {
+        let id = envelope.id();
+        let sender = envelope.sender();
+        let expires_at_ms = envelope.expires_at_ms();
+        Ack {
+            id,
+            sender,
+            expires_at_ms,
+            recipient_key: identity.public_key(),
+            signature: identity.sign(&Ack::content(&id, &sender, expires_at_ms)),
+        }
+    }
+
+    /// The bytes the recipient signs.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        Ack::content(&self.id, &self.sender, self.expires_at_ms)
+    }
+
+    /// The address of the key that signed (the claimed recipient).
+    pub fn recipient(&self) -> Address {
+        Address::of_key(self.recipient_key.as_bytes())
+    }
+
+    /// Whether the signature is valid for the key it carries.
+    pub fn verify(&self) -> bool {
+        self.recipient_key
+            .verify_strict(&self.signed_bytes(), &self.signature)
+            .is_ok()
+    }
+
+    /// Whether this ack really acknowledges `envelope`: same id and sender,
+    /// signed by the key behind the envelope's recipient address.
+    pub fn matches(&self, envelope: &Envelope) -> bool {
+        self.id == envelope.id()
+            && self.sender == envelope.sender()
+            && self.recipient() == envelope.recipient
+            && self.verify()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(from: &Identity, to: &Identity) -> Envelope {
+        Envelope::sign(
+            from,
+            to.address(),
+            1_700_000_000_000,
+            3600,
+            4,
+            Bytes::from_static(b"hi"),
+        )
+    }
+
+    #[test]
+    fn envelope_signature_and_id() {
+        let a = Identity::from_seed([1; 32]);
+        let b = Identity::from_seed([2; 32]);
+        let e = env(&a, &b);
+        assert!(e.verify());
+        assert_eq!(e.sender(), a.address());
+        assert_eq!(e.expires_at_ms(), 1_700_000_000_000 + 3_600_000);
+        let mut tampered = e.clone();
+        tampered.body = Bytes::from_static(b"ho");
+        assert!(!tampered.verify());
+        assert_ne!(tampered.id(), e.id());
+    }
+
+    #[test]
+    fn only_the_recipient_can_acknowledge() {
+        let a = Identity::from_seed([1; 32]);
+        let b = Identity::from_seed([2; 32]);
+        let mallory = Identity::from_seed([3; 32]);
+        let e = env(&a, &b);
+        assert!(Ack::sign(&b, &e).matches(&e));
+        assert!(!Ack::sign(&mallory, &e).matches(&e));
+        let other = env(&a, &mallory);
+        assert!(!Ack::sign(&b, &other).matches(&e));
+        let mut stretched = Ack::sign(&b, &e);
+        stretched.expires_at_ms += 1;
+        assert!(!stretched.matches(&e));
+    }
+}

@@ -1,0 +1,323 @@
+//! Store-and-forward on the virtual network: delivery to a recipient that
+//! comes online hours later, purge by ack, expiry, budget, forged acks and
+//! duplicates.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use comm::message::{Ack, Envelope, MessageId};
+use comm::node::Event;
+use comm::sim::{Sim, SimConfig};
+use comm::wire::{self, Body, Packet};
+use comm::{Address, Config, Identity};
+
+fn network(n: usize, seed: u64, config: &Config) -> Sim {
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        ..SimConfig::default()
+    });
+    sim.grow(
+        n,
+        config,
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    sim.take_events();
+    sim
+}
+
+/// A node that exists (its address is known) but has never been online.
+fn offline_node(sim: &mut Sim, config: &Config) -> usize {
+    let r = sim.add_node(config.clone());
+    sim.set_online(r, false);
+    r
+}
+
+fn count_events(sim: &Sim, node: usize, pred: impl Fn(&Event) -> bool) -> usize {
+    sim.events()
+        .iter()
+        .filter(|(n, e)| *n == node && pred(e))
+        .count()
+}
+
+fn total_stores(sim: &Sim) -> u64 {
+    (0..sim.len())
+        .map(|i| sim.node(i).stats().stores_sent)
+        .sum()
+}
+
+fn total_acks(sim: &Sim) -> u64 {
+    (0..sim.len()).map(|i| sim.node(i).stats().acks_sent).sum()
+}
+
+#[test]
+fn a_message_waits_12_hours_for_its_recipient_then_every_copy_is_purged() {
+    let config = Config::default();
+    let mut sim = network(500, 11, &config);
+    let recipient = offline_node(&mut sim, &config);
+    let to = sim.node(recipient).address();
+    let sender = 17;
+    let id = sim
+        .with_node(sender, |n, now| {
+            n.send(now, to, Bytes::from_static(b"Hi there!"))
+        })
+        .expect("send");
+
+    // Twelve hours with the recipient away; count copies every 10 minutes.
+    let mut peak = 0;
+    for _ in 0..72 {
+        sim.run_for(Duration::from_secs(600));
+        peak = peak.max(sim.holders(&id).len());
+    }
+    let relays = sim.events().iter().find_map(|(n, e)| match e {
+        Event::MessageSent {
+            id: got, relays, ..
+        } if *n == sender && *got == id => Some(*relays),
+        _ => None,
+    });
+    assert!(relays.is_some_and(|r| r >= 4), "sent event: {relays:?}");
+    assert!(sim.holders(&id).len() >= 4, "copies survive 12 hours");
+    let stores_before = total_stores(&sim);
+
+    // The recipient comes online and joins through a random node.
+    sim.set_online(recipient, true);
+    sim.bootstrap(recipient, &[123]);
+    let delivered = sim.run_while(Duration::from_secs(600), |s| {
+        count_events(
+            s,
+            sender,
+            |e| matches!(e, Event::Delivered { id: got, .. } if *got == id),
+        ) > 0
+    });
+    assert!(delivered, "sender saw the ack");
+    let shown = count_events(
+        &sim,
+        recipient,
+        |e| matches!(e, Event::MessageReceived { id: got, body, .. } if *got == id && body == &Bytes::from_static(b"Hi there!")),
+    );
+    assert_eq!(shown, 1, "shown exactly once");
+
+    // Within one lookup plus a round trip, no online node holds a copy.
+    let purge_start = sim.elapsed();
+    let purged = sim.run_while(Duration::from_secs(10), |s| s.holders(&id).is_empty());
+    let purge_time = sim.elapsed() - purge_start;
+    assert!(purged, "still held by {:?}", sim.holders(&id));
+    let transfers = total_stores(&sim);
+    println!(
+        "500 nodes, recipient offline 12 h: delivered; {} message transfers ({} before the recipient came back), {} ack transfers, peak {} copies, all copies gone {:?} after the sender's ack",
+        transfers,
+        stores_before,
+        total_acks(&sim),
+        peak,
+        purge_time
+    );
+    // Flooding would cost at least one transfer per node (500); copies
+    // gather at the k closest instead of spreading.
+    assert!(transfers <= 100, "{transfers} transfers");
+    assert!(peak <= 2 * config.k, "peak {peak} copies");
+}
+
+#[test]
+fn an_undeliverable_message_is_gone_after_its_ttl_and_within_budget() {
+    let config = Config {
+        default_ttl: Duration::from_secs(2 * 3600),
+        ..Config::default()
+    };
+    let mut sim = network(120, 5, &config);
+    let recipient = offline_node(&mut sim, &config);
+    let to = sim.node(recipient).address();
+    let sender = 3;
+    let id = sim
+        .with_node(sender, |n, now| {
+            n.send(now, to, Bytes::from_static(b"anyone?"))
+        })
+        .expect("send");
+    sim.run_for(Duration::from_secs(3600));
+    assert!(!sim.holders(&id).is_empty(), "held while alive");
+    // TTL plus one sweep interval.
+    sim.run_for(Duration::from_secs(3600 + 120));
+    assert!(
+        sim.holders(&id).is_empty(),
+        "held after TTL: {:?}",
+        sim.holders(&id)
+    );
+    assert_eq!(
+        count_events(
+            &sim,
+            sender,
+            |e| matches!(e, Event::MessageExpired { id: got } if *got == id)
+        ),
+        1
+    );
+    for i in 0..sim.len() {
+        let sent = sim.node(i).stats().stores_sent;
+        assert!(
+            sent <= u64::from(config.relay_budget),
+            "node {i} sent {sent} stores, budget {}",
+            config.relay_budget
+        );
+    }
+}
+
+fn store_packet(from: &Identity, envelope: &Envelope, hops_left: u32, txid: u64) -> Vec<u8> {
+    wire::encode(&Packet {
+        sender: from.address(),
+        txid,
+        challenge: None,
+        proof: None,
+        body: Body::Store {
+            envelope: Box::new(envelope.clone()),
+            hops_left,
+        },
+    })
+    .to_vec()
+}
+
+fn ack_packet(from: Address, ack: Ack) -> Vec<u8> {
+    wire::encode(&Packet {
+        sender: from,
+        txid: 77,
+        challenge: None,
+        proof: None,
+        body: Body::Acknowledge {
+            ack: Box::new(ack),
+            hops_left: 2,
+        },
+    })
+    .to_vec()
+}
+
+#[test]
+fn forged_acks_purge_nothing() {
+    let config = Config::default();
+    let mut sim = network(100, 9, &config);
+    let recipient = offline_node(&mut sim, &config);
+    let to = sim.node(recipient).address();
+    let sender = 4;
+    let id = sim
+        .with_node(sender, |n, now| {
+            n.send(now, to, Bytes::from_static(b"secret plans"))
+        })
+        .expect("send");
+    sim.run_for(Duration::from_secs(120));
+    let holders = sim.holders(&id);
+    assert!(holders.len() >= 4);
+
+    // Rebuild the envelope's ack fields as a forger would see them.
+    let mallory = Identity::from_seed([66; 32]);
+    let wrong_key = {
+        // Mallory signs an ack for the right message with her own key.
+        let envelope_like = Envelope::sign(&mallory, to, 0, 1, 0, Bytes::new());
+        let mut a = Ack::sign(&mallory, &envelope_like);
+        a.id = id;
+        a.sender = sim.node(sender).address();
+        // Re-sign over the altered fields so only the key is wrong.
+        let fake = Ack::sign(&mallory, &envelope_like);
+        Ack {
+            signature: fake.signature,
+            ..a
+        }
+    };
+    // A genuine recipient ack, but for a different message.
+    let other = Envelope::sign(
+        &mallory,
+        to,
+        1_700_000_000_000,
+        3600,
+        2,
+        Bytes::from_static(b"x"),
+    );
+    let recipient_key = Identity::from_seed([1; 32]);
+    let wrong_message = Ack::sign(&recipient_key, &other);
+    let fake_from: SocketAddr = "10.250.0.1:4000".parse().unwrap();
+    for &h in &holders {
+        for ack in [
+            wrong_key,
+            Ack {
+                id,
+                ..wrong_message
+            },
+        ] {
+            let bytes = ack_packet(mallory.address(), ack);
+            sim.inject(h, fake_from, &bytes);
+        }
+    }
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(sim.holders(&id), holders, "forged acks purged copies");
+    let forged: u64 = holders
+        .iter()
+        .map(|&h| {
+            sim.node(h)
+                .stats()
+                .dropped
+                .get("forged_ack")
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(forged, 2 * holders.len() as u64);
+    assert_eq!(
+        count_events(&sim, sender, |e| matches!(e, Event::Delivered { .. })),
+        0
+    );
+}
+
+#[test]
+fn twenty_copies_are_shown_once_and_relayed_once_per_peer() {
+    let config = Config::default();
+    let mut sim = network(60, 21, &config);
+    let author = Identity::from_seed([42; 32]);
+    let fake_from: SocketAddr = "10.251.0.1:4000".parse().unwrap();
+
+    // At the recipient: twenty copies, one message shown.
+    let recipient = 30;
+    let to = sim.node(recipient).address();
+    let now_ms = comm::node::DEFAULT_EPOCH_MS + sim.elapsed().as_millis() as u64;
+    let envelope = Envelope::sign(&author, to, now_ms, 3600, 4, Bytes::from_static(b"once"));
+    let id: MessageId = envelope.id();
+    for i in 0..20 {
+        sim.inject(
+            recipient,
+            fake_from,
+            &store_packet(&author, &envelope, 3, i),
+        );
+    }
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(
+        count_events(
+            &sim,
+            recipient,
+            |e| matches!(e, Event::MessageReceived { id: got, .. } if *got == id)
+        ),
+        1
+    );
+
+    // At a relay, for an offline recipient: each peer gets at most one copy.
+    let away = offline_node(&mut sim, &config);
+    let away_addr = sim.node(away).address();
+    let envelope = Envelope::sign(
+        &author,
+        away_addr,
+        now_ms,
+        3600,
+        4,
+        Bytes::from_static(b"later"),
+    );
+    let relay = 12;
+    let before = sim.node(relay).stats().stores_sent;
+    for i in 0..20 {
+        sim.inject(
+            relay,
+            fake_from,
+            &store_packet(&author, &envelope, 3, 100 + i),
+        );
+    }
+    sim.run_for(Duration::from_secs(30));
+    let sent = sim.node(relay).stats().stores_sent - before;
+    assert!(sent >= 1, "relayed");
+    assert!(
+        sent <= config.k as u64,
+        "{sent} stores for 20 copies: more than one per peer"
+    );
+}
