@@ -17,7 +17,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use comm::identity::proof_message;
-use comm::wire::{encode, Body, Contact, Packet, Proof};
+use comm::message::{Ack, Envelope};
+use comm::wire::{encode, Body, Contact, Packet, Proof, StoreStatus};
 use comm::Identity;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -141,8 +142,81 @@ fn datagrams() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
     ];
+    // Message bodies: a message from peer 2 to peer 3, created at the
+    // node's default epoch so a fresh node accepts it.
+    let envelope = Envelope::sign(
+        &peer(2),
+        peer(3).address(),
+        comm::node::DEFAULT_EPOCH_MS,
+        3600,
+        4,
+        bytes::Bytes::from_static(b"Hi there!"),
+    );
+    let id = envelope.id();
+    let ack = Box::new(Ack::sign(&peer(3), &envelope));
+    let relay = [
+        (
+            "store",
+            packet(
+                2,
+                12,
+                false,
+                Body::Store {
+                    envelope: Box::new(envelope.clone()),
+                    hops_left: 3,
+                },
+            ),
+        ),
+        (
+            "store_challenge",
+            packet(
+                2,
+                13,
+                true,
+                Body::Store {
+                    envelope: Box::new(envelope),
+                    hops_left: 0,
+                },
+            ),
+        ),
+        (
+            "stored_held",
+            packet(
+                4,
+                14,
+                false,
+                Body::Stored {
+                    id,
+                    status: StoreStatus::Held,
+                },
+            ),
+        ),
+        (
+            "stored_delivered",
+            packet(
+                3,
+                15,
+                false,
+                Body::Stored {
+                    id,
+                    status: StoreStatus::Delivered(ack.clone()),
+                },
+            ),
+        ),
+        (
+            "acknowledge",
+            packet(3, 16, false, Body::Acknowledge { ack, hops_left: 2 }),
+        ),
+        (
+            "acknowledged",
+            packet(4, 17, false, Body::Acknowledged { id }),
+        ),
+        ("pull", packet(3, 18, false, Body::Pull)),
+        ("pulled", packet(4, 19, false, Body::Pulled { count: 1 })),
+    ];
     packets
         .into_iter()
+        .chain(relay)
         .map(|(name, p)| (name, encode(&p).to_vec()))
         .collect()
 }
