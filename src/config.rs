@@ -38,8 +38,9 @@ pub struct Config {
     /// How many times a request is re-sent after a timeout. Default 1: one
     /// lost datagram does not mark a live peer as failed.
     pub rpc_retries: u32,
-    /// Requests a node may have in flight at once; further ones are refused
-    /// (lookups wait). Default 256. Bounds memory and fan-out bursts.
+    /// Requests a node may have in flight at once; further ones are not
+    /// sent (a lookup counts such a candidate as failed, a relay retries it
+    /// at its next attempt). Default 256. Bounds memory and fan-out bursts.
     pub max_inflight_rpcs: usize,
     /// Concurrent lookups. Default 32; more are refused with an error.
     pub max_lookups: usize,
@@ -63,7 +64,7 @@ pub struct Config {
     /// Cap on the bootstrap retry interval. Default 10 minutes.
     pub bootstrap_retry_max: Duration,
     /// Verified-but-unplaced contacts remembered so they are not challenged
-    /// again. Default 256; least recently verified evicted first.
+    /// again. Default 256; the earliest verified is evicted first.
     pub verified_cache: usize,
     /// Contacts per /24 (IPv4) or /48 (IPv6) prefix in one bucket. Default 2:
     /// one host cannot fill a bucket with sybils. Loopback is exempt so

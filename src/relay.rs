@@ -292,7 +292,9 @@ impl Node {
             {
                 sent += 1;
             } else if let Some(held) = self.relay.held.get_mut(&id) {
+                // Not sent (too many requests in flight): no budget spent.
                 held.skip.remove(&c.id);
+                held.budget += 1;
             }
         }
         sent
@@ -341,6 +343,7 @@ impl Node {
             {
                 if let Some(h) = self.relay.acks.get_mut(&id) {
                     h.skip.remove(&c.id);
+                    h.budget += 1;
                 }
             }
         }
@@ -764,6 +767,8 @@ impl Node {
         ack: Ack,
         hops_left: u32,
     ) -> bool {
+        // Our hop limit bounds how far we carry anyone's ack.
+        let hops_left = hops_left.min(self.config.hop_limit);
         if let Some(t) = self.relay.tombstones.get(&ack.id) {
             if t.ack == ack {
                 if let (Some(p), Some(h)) = (peer, self.relay.acks.get_mut(&ack.id)) {
@@ -877,9 +882,13 @@ impl Node {
     /// `contact` just entered the routing table (or asked to pull): hand it
     /// what we hold for it, and copies it is now among the closest for.
     pub(crate) fn contact_appeared(&mut self, now: Instant, contact: Contact) {
+        let now_ms = self.wall_ms(now);
         let mut stores = Vec::new();
         for (id, h) in &self.relay.held {
-            if h.holders.contains(&contact.id) || h.skip.contains(&contact.id) {
+            if h.holders.contains(&contact.id)
+                || h.skip.contains(&contact.id)
+                || h.envelope.expires_at_ms() <= now_ms
+            {
                 continue;
             }
             let r = h.envelope.recipient;
