@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = protox::compile(["proto/comm.proto"], ["proto"])?;
+    let files = protox::compile(["proto/comm.proto", "proto/store.proto"], ["proto"])?;
     prost_build::Config::new().bytes(["."]).compile_fds(files)?;
     Ok(())
 }

@@ -12,11 +12,13 @@ pub mod identity;
 pub mod lookup;
 pub mod message;
 pub mod node;
+mod persist;
 pub mod relay;
 pub mod repl;
 pub mod routing;
 pub mod runtime;
 pub mod sim;
+pub mod store;
 pub mod wire;
 
 pub use address::Address;

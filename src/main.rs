@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use comm::identity::{Identity, KDF_ITERATIONS, KDF_MEMORY_KIB};
 use comm::repl::{self, Format};
 use comm::runtime::{self, Output};
+use comm::store::RedbStore;
 use comm::{Config, Node};
 
 /// A serverless, delay-tolerant messenger on a Kademlia overlay over UDP.
@@ -40,6 +41,11 @@ struct Cli {
     /// Write one JSON object per line to stdout and read commands from stdin.
     #[arg(long)]
     json: bool,
+
+    /// Where held messages, outbox, inbox, acks and contacts are kept
+    /// [default: <data dir>/comm/<address>, e.g. ~/.local/share/comm/…].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 fn resolve(text: &str) -> Result<SocketAddr, String> {
@@ -90,9 +96,27 @@ fn start(cli: Cli) -> Result<(), String> {
     let listen: SocketAddr = listen_text
         .parse()
         .map_err(|_| format!("LISTEN {listen_text:?} is not IP:PORT, e.g. 0.0.0.0:4000"))?;
-    let bootstrap = args
+    let mut bootstrap = args
         .map(|b| resolve(&b).map_err(|e| format!("BOOTSTRAP {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+
+    let data_dir = match cli.data_dir {
+        Some(d) => d,
+        None => dirs::data_dir()
+            .or_else(|| std::env::current_dir().ok())
+            .ok_or("no data directory; pass --data-dir DIR")?
+            .join("comm")
+            .join(identity.address().to_string()),
+    };
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let db = data_dir.join("comm.redb");
+    let store = RedbStore::open(&db).map_err(|e| {
+        format!(
+            "cannot open {} ({e}); is another comm running with this data directory?",
+            db.display()
+        )
+    })?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -105,8 +129,17 @@ fn start(cli: Cli) -> Result<(), String> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let started = std::time::Instant::now();
-    let node = Node::new(Config::default(), identity.clone(), seed, started)
+    let mut node = Node::new(Config::default(), identity.clone(), seed, started)
         .with_wall_clock(started, runtime::unix_ms());
+    // Resume held messages and retries; rejoin through the saved contacts too.
+    let saved = node
+        .attach_store(started, Box::new(store))
+        .map_err(|e| format!("cannot read {}: {e}", db.display()))?;
+    for addr in saved {
+        if !bootstrap.contains(&addr) && addr != bound {
+            bootstrap.push(addr);
+        }
+    }
     let me = (identity.address(), bound);
 
     let (command_tx, command_rx) = mpsc::channel(64);

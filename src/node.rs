@@ -23,6 +23,7 @@ use crate::lookup::{Lookup, LookupResult};
 use crate::message::MessageId;
 use crate::relay::RelayState;
 use crate::routing::{Insert, RoutingTable};
+use crate::store::{MemoryStore, Store};
 use crate::wire::{self, Body, Contact, Packet, Proof};
 
 /// Largest number of undrained transmits or events kept; beyond it the
@@ -241,6 +242,8 @@ pub struct Node {
     pub(crate) relay: RelayState,
     /// (instant, wall-clock ms at that instant).
     pub(crate) clock: (Instant, u64),
+    /// Where held messages, acks, outbox and inbox survive a restart.
+    pub(crate) store: Box<dyn Store>,
 }
 
 impl Node {
@@ -275,6 +278,7 @@ impl Node {
             next_refresh_check,
             relay: RelayState::default(),
             clock: (now, DEFAULT_EPOCH_MS),
+            store: Box::new(MemoryStore::default()),
         }
     }
 
@@ -598,6 +602,7 @@ impl Node {
         } else {
             self.handle_response(now, from, packet);
         }
+        self.persist();
     }
 
     fn handle_request(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
@@ -627,6 +632,10 @@ impl Node {
                 let id = ack.id;
                 if !self.on_ack(now, Some(packet.sender), *ack, hops_left) {
                     // Forged: say nothing, change nothing.
+                    return;
+                }
+                // Confirm only what is saved; unsaved, the peer will retry.
+                if !self.persist() {
                     return;
                 }
                 Body::Acknowledged { id }
@@ -856,6 +865,7 @@ impl Node {
                 self.bootstrap_round(now);
             }
         }
+        self.persist();
     }
 
     fn rpc_failed(&mut self, now: Instant, rpc: Rpc) {

@@ -93,6 +93,10 @@ pub(crate) struct RelayState {
     pub(crate) outbox: BTreeMap<MessageId, Outgoing>,
     /// Received message ids and until when to remember them.
     pub(crate) inbox: BTreeMap<MessageId, u64>,
+    /// Ids whose records changed since the last [`Node::persist`].
+    pub(crate) dirty: BTreeSet<MessageId>,
+    /// The routing-table snapshot is due to be saved.
+    pub(crate) contacts_dirty: bool,
     /// (due, is_ack, id); stale entries are skipped when popped.
     pub(crate) schedule: std::collections::BinaryHeap<Reverse<(Instant, bool, MessageId)>>,
 }
@@ -112,6 +116,11 @@ fn bump(d: &mut Distance) {
 }
 
 impl Node {
+    /// Note that the records of message `id` changed and must be saved.
+    pub(crate) fn touch(&mut self, id: MessageId) {
+        self.relay.dirty.insert(id);
+    }
+
     /// Wall-clock milliseconds at `now`.
     pub(crate) fn wall_ms(&self, now: Instant) -> u64 {
         let (anchor, ms) = self.clock;
@@ -154,6 +163,7 @@ impl Node {
             body,
         );
         let id = envelope.id();
+        self.touch(id);
         self.relay.outbox.insert(
             id,
             Outgoing {
@@ -164,6 +174,7 @@ impl Node {
         self.trim_outbox();
         self.hold(now, envelope, self.config.hop_limit, false);
         self.start_send_lookup(now, id, to);
+        self.persist();
         Ok(id)
     }
 
@@ -180,6 +191,7 @@ impl Node {
             match victim {
                 Some(id) => {
                     self.relay.outbox.remove(&id);
+                    self.touch(id);
                 }
                 None => break,
             }
@@ -188,6 +200,7 @@ impl Node {
 
     /// The sender's lookup finished: place the first copies.
     pub(crate) fn send_lookup_done(&mut self, now: Instant, id: MessageId, closest: &[Contact]) {
+        self.touch(id);
         let Some(held) = self.relay.held.get(&id) else {
             return;
         };
@@ -222,6 +235,7 @@ impl Node {
     }
 
     fn first_round_done(&mut self, id: MessageId) {
+        self.touch(id);
         let relays = self.relay.held.get(&id).map_or(0, |h| h.holders.len());
         if let Some(o) = self.relay.outbox.get_mut(&id) {
             if matches!(o.state, OutboxState::Placing(_) | OutboxState::Finding) {
@@ -251,6 +265,7 @@ impl Node {
     /// Send `Store` for held message `id` to `targets` within its budget.
     /// Returns how many were sent.
     fn store_to(&mut self, now: Instant, id: MessageId, targets: Vec<Contact>) -> usize {
+        self.touch(id);
         let mut sent = 0;
         for c in targets {
             let Some(held) = self.relay.held.get_mut(&id) else {
@@ -301,6 +316,7 @@ impl Node {
     }
 
     fn ack_to(&mut self, now: Instant, id: MessageId, targets: Vec<Contact>) {
+        self.touch(id);
         for c in targets {
             let Some(h) = self.relay.acks.get_mut(&id) else {
                 break;
@@ -418,6 +434,7 @@ impl Node {
     }
 
     fn attempt(&mut self, now: Instant, id: MessageId, is_ack: bool) {
+        self.touch(id);
         let now_ms = self.wall_ms(now);
         if is_ack {
             let Some(a) = self.relay.acks.get(&id) else {
@@ -451,6 +468,7 @@ impl Node {
     }
 
     fn expire(&mut self, id: MessageId) {
+        self.touch(id);
         self.unhold(&id);
         if let Some(o) = self.relay.outbox.get_mut(&id) {
             if !matches!(o.state, OutboxState::Delivered | OutboxState::Expired) {
@@ -462,6 +480,7 @@ impl Node {
 
     fn unhold(&mut self, id: &MessageId) -> Option<Held> {
         let h = self.relay.held.remove(id)?;
+        self.relay.dirty.insert(*id);
         self.relay.held_bytes = self.relay.held_bytes.saturating_sub(h.envelope.body.len());
         Some(h)
     }
@@ -492,11 +511,35 @@ impl Node {
         for id in outbox_expired {
             self.expire(id);
         }
-        self.relay.acks.retain(|_, a| a.ack.expires_at_ms > now_ms);
-        self.relay
-            .tombstones
-            .retain(|_, t| t.keep_until_ms > now_ms);
-        self.relay.inbox.retain(|_, until| *until > now_ms);
+        let relay = &mut self.relay;
+        let mut gone: Vec<MessageId> = Vec::new();
+        gone.extend(
+            relay
+                .acks
+                .iter()
+                .filter(|(_, a)| a.ack.expires_at_ms <= now_ms)
+                .map(|(id, _)| *id),
+        );
+        gone.extend(
+            relay
+                .tombstones
+                .iter()
+                .filter(|(_, t)| t.keep_until_ms <= now_ms)
+                .map(|(id, _)| *id),
+        );
+        gone.extend(
+            relay
+                .inbox
+                .iter()
+                .filter(|(_, until)| **until <= now_ms)
+                .map(|(id, _)| *id),
+        );
+        relay.acks.retain(|_, a| a.ack.expires_at_ms > now_ms);
+        relay.tombstones.retain(|_, t| t.keep_until_ms > now_ms);
+        relay.inbox.retain(|_, until| *until > now_ms);
+        relay.dirty.extend(gone);
+        // Save the routing table now and then, to rejoin after a restart.
+        relay.contacts_dirty = true;
     }
 
     /// Start holding `envelope`. `replace` allows evicting others to make room.
@@ -549,6 +592,7 @@ impl Node {
             Distance([0xff; 20])
         };
         self.relay.held_bytes += envelope.body.len();
+        self.relay.dirty.insert(id);
         self.relay.held.insert(
             id,
             Held {
@@ -570,6 +614,7 @@ impl Node {
         let cap = self.wall_ms(now) + self.config.max_ttl.as_millis() as u64;
         let keep_until_ms =
             ack.expires_at_ms.min(cap) + self.config.tombstone_margin.as_millis() as u64;
+        self.relay.dirty.insert(ack.id);
         self.relay
             .tombstones
             .insert(ack.id, Tombstone { ack, keep_until_ms });
@@ -583,6 +628,7 @@ impl Node {
             match victim {
                 Some(v) => {
                     self.relay.tombstones.remove(&v);
+                    self.relay.dirty.insert(v);
                 }
                 None => break,
             }
@@ -635,6 +681,7 @@ impl Node {
             // A tombstone that does not match is a forgery: forget it.
             self.count_drop("forged_ack");
             self.relay.tombstones.remove(&id);
+            self.touch(id);
         }
         if let Some(h) = self.relay.held.get_mut(&id) {
             h.holders.insert(peer);
@@ -659,6 +706,14 @@ impl Node {
                 status: StoreStatus::Refused,
             };
         }
+        // Confirm the hop only once the copy is durably stored.
+        if !self.persist() {
+            self.unhold(&id);
+            return Body::Stored {
+                id,
+                status: StoreStatus::Refused,
+            };
+        }
         if let Some(h) = self.relay.held.get_mut(&id) {
             h.holders.insert(peer);
             h.addrs.insert(peer, from.addr);
@@ -678,6 +733,7 @@ impl Node {
         if !self.relay.inbox.contains_key(&id) {
             let keep = envelope.expires_at_ms() + self.config.tombstone_margin.as_millis() as u64;
             self.relay.inbox.insert(id, keep);
+            self.touch(id);
             while self.relay.inbox.len() > self.config.max_inbox {
                 let victim = self
                     .relay
@@ -688,9 +744,21 @@ impl Node {
                 match victim {
                     Some(v) => {
                         self.relay.inbox.remove(&v);
+                        self.touch(v);
                     }
                     None => break,
                 }
+            }
+            self.tombstone(now, ack);
+            // Shown and acknowledged only once saved: a crash must not make
+            // us ack a message we then forget we received.
+            if !self.persist() {
+                self.relay.inbox.remove(&id);
+                self.relay.tombstones.remove(&id);
+                return Body::Stored {
+                    id,
+                    status: StoreStatus::Refused,
+                };
             }
             self.emit(Event::MessageReceived {
                 id,
@@ -698,7 +766,6 @@ impl Node {
                 body: envelope.body.clone(),
                 created_at_ms: envelope.created_at_ms,
             });
-            self.tombstone(now, ack);
             // Route the ack to the sender, and tell our neighbourhood (where
             // the copies are) to drop theirs.
             self.route_ack(now, ack, self.config.hop_limit, true);
@@ -720,6 +787,7 @@ impl Node {
         } else {
             self.me.distance(&ack.sender)
         };
+        self.touch(ack.id);
         self.relay.acks.insert(
             ack.id,
             HeldAck {
@@ -743,6 +811,7 @@ impl Node {
 
     /// The recipient's lookup of the sender finished: place the ack.
     pub(crate) fn ack_lookup_done(&mut self, now: Instant, id: MessageId, closest: &[Contact]) {
+        self.touch(id);
         let Some(h) = self.relay.acks.get_mut(&id) else {
             return;
         };
@@ -792,6 +861,7 @@ impl Node {
             return false;
         }
         self.tombstone(now, ack);
+        self.touch(ack.id);
         if let Some(h) = self.unhold(&ack.id) {
             // Everyone we know has a copy or was sent one.
             let peers: Vec<Contact> = h
@@ -859,6 +929,7 @@ impl Node {
 
     /// An Acknowledge of ours was answered.
     pub(crate) fn on_acknowledged(&mut self, peer: Address, id: MessageId) {
+        self.touch(id);
         let done = match self.relay.acks.get_mut(&id) {
             Some(h) => {
                 h.holders.insert(peer);

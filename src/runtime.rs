@@ -255,6 +255,9 @@ pub async fn run(
             _ = &mut shutdown => break,
         }
     }
+    if !node.shutdown() {
+        let _ = out.send(Output::Error("could not save state on exit".into()));
+    }
     flush(&mut node, &socket, &out).await;
     let _ = out.send(Output::Stopped);
     Ok(())

@@ -292,7 +292,7 @@ impl TryFrom<proto::Endpoint> for SocketAddr {
     }
 }
 
-fn endpoint(addr: &SocketAddr) -> proto::Endpoint {
+pub(crate) fn endpoint(addr: &SocketAddr) -> proto::Endpoint {
     let ip = match addr.ip() {
         IpAddr::V4(v4) => Bytes::copy_from_slice(&v4.octets()),
         IpAddr::V6(v6) => Bytes::copy_from_slice(&v6.octets()),
@@ -365,7 +365,7 @@ impl TryFrom<proto::Envelope> for Envelope {
     }
 }
 
-fn envelope_to_proto(e: &Envelope) -> proto::Envelope {
+pub(crate) fn envelope_to_proto(e: &Envelope) -> proto::Envelope {
     proto::Envelope {
         sender_key: Bytes::copy_from_slice(e.sender_key.as_bytes()),
         recipient: Bytes::copy_from_slice(&e.recipient.0),
@@ -391,7 +391,7 @@ impl TryFrom<proto::Ack> for Ack {
     }
 }
 
-fn ack_to_proto(a: &Ack) -> proto::Ack {
+pub(crate) fn ack_to_proto(a: &Ack) -> proto::Ack {
     proto::Ack {
         id: Bytes::copy_from_slice(&a.id.0),
         sender: Bytes::copy_from_slice(&a.sender.0),
