@@ -111,6 +111,10 @@ pub struct Config {
     /// Ids of received messages remembered to show each once. Default
     /// 16384; the one expiring soonest is forgotten first.
     pub max_inbox: usize,
+    /// Peers remembered per held message as holding or having been sent a
+    /// copy (for purging them when the ack comes). Default 64; further
+    /// claims are not recorded.
+    pub max_tracked_peers: usize,
 }
 
 impl Default for Config {
@@ -145,6 +149,7 @@ impl Default for Config {
             tombstone_margin: Duration::from_secs(3600),
             max_outbox: 1024,
             max_inbox: 16384,
+            max_tracked_peers: 64,
         }
     }
 }

@@ -790,9 +790,13 @@ impl Node {
 
     /// Offer a contact that has proven its key to the routing table.
     fn offer(&mut self, now: Instant, contact: Contact) {
-        match self.table.insert(contact, now) {
-            Insert::Added => self.contact_appeared(now, contact),
-            Insert::Updated => {}
+        let outcome = self.table.insert(contact, now);
+        // Even a contact parked outside the table gets what is addressed to it.
+        if outcome != Insert::Updated {
+            self.contact_appeared(now, contact);
+        }
+        match outcome {
+            Insert::Added | Insert::Updated => {}
             Insert::PingOldest { oldest } => {
                 self.verified.insert(&contact, self.config.verified_cache);
                 let sent = self.request(

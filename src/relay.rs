@@ -365,6 +365,26 @@ impl Node {
         }
     }
 
+    /// Remember that `from`, which sent us a copy of `id`, holds it. Only a
+    /// verified contact at that endpoint counts, and never the recipient:
+    /// an unproven claim must not stop us from delivering. At most
+    /// `max_tracked_peers` are remembered per message.
+    fn note_holder(&mut self, id: MessageId, from: Contact) {
+        let verified = !self.needs_proof(&from);
+        let cap = self.config.max_tracked_peers;
+        let Some(h) = self.relay.held.get_mut(&id) else {
+            return;
+        };
+        if !verified || from.id == h.envelope.recipient {
+            return;
+        }
+        if h.addrs.len() >= cap && !h.addrs.contains_key(&from.id) {
+            return;
+        }
+        h.holders.insert(from.id);
+        h.addrs.insert(from.id, from.addr);
+    }
+
     /// Purge-only acks (hops 0) to peers known to hold a copy.
     fn forward_purge(&mut self, now: Instant, ack: &Ack, peers: Vec<Contact>) {
         for Contact { id: p, addr } in peers {
@@ -667,7 +687,6 @@ impl Node {
         envelope: Envelope,
         hops_left: u32,
     ) -> Body {
-        let peer = from.id;
         let id = envelope.id();
         // A late copy of an acknowledged message meets its ack.
         if let Some(t) = self.relay.tombstones.get(&id) {
@@ -683,9 +702,8 @@ impl Node {
             self.relay.tombstones.remove(&id);
             self.touch(id);
         }
-        if let Some(h) = self.relay.held.get_mut(&id) {
-            h.holders.insert(peer);
-            h.addrs.insert(peer, from.addr);
+        if self.relay.held.contains_key(&id) {
+            self.note_holder(id, from);
             return Body::Stored {
                 id,
                 status: StoreStatus::Held,
@@ -714,10 +732,7 @@ impl Node {
                 status: StoreStatus::Refused,
             };
         }
-        if let Some(h) = self.relay.held.get_mut(&id) {
-            h.holders.insert(peer);
-            h.addrs.insert(peer, from.addr);
-        }
+        self.note_holder(id, from);
         // Relay on at once; later attempts back off.
         self.attempt(now, id, false);
         Body::Stored {
@@ -840,6 +855,11 @@ impl Node {
         let hops_left = hops_left.min(self.config.hop_limit);
         if let Some(t) = self.relay.tombstones.get(&ack.id) {
             if t.ack == ack {
+                // Known already (perhaps from a purge): still carry it on
+                // towards the sender if asked to.
+                if hops_left > 0 {
+                    self.route_ack(now, ack, hops_left, false);
+                }
                 if let (Some(p), Some(h)) = (peer, self.relay.acks.get_mut(&ack.id)) {
                     h.holders.insert(p);
                 }
@@ -852,9 +872,13 @@ impl Node {
             .get(&ack.id)
             .map(|h| h.envelope.clone())
             .or_else(|| self.relay.outbox.get(&ack.id).map(|o| o.envelope.clone()));
+        let longest =
+            self.wall_ms(now) + (self.config.max_ttl + self.config.clock_skew).as_millis() as u64;
         let genuine = match &envelope {
             Some(e) => ack.matches(e),
-            None => ack.verify(),
+            // Without the message only the signature can be checked; an
+            // ack claiming a longer life than any message may have is bogus.
+            None => ack.verify() && ack.expires_at_ms <= longest,
         };
         if !genuine {
             self.count_drop("forged_ack");

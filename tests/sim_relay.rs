@@ -321,3 +321,47 @@ fn twenty_copies_are_shown_once_and_relayed_once_per_peer() {
         "{sent} stores for 20 copies: more than one per peer"
     );
 }
+
+#[test]
+fn a_false_claim_to_hold_a_copy_does_not_stop_delivery() {
+    let config = Config::default();
+    let mut sim = network(80, 13, &config);
+    let recipient = offline_node(&mut sim, &config);
+    let to = sim.node(recipient).address();
+    let author = Identity::from_seed([43; 32]);
+    let now_ms = comm::node::DEFAULT_EPOCH_MS + sim.elapsed().as_millis() as u64;
+    let envelope = Envelope::sign(&author, to, now_ms, 3600, 4, Bytes::from_static(b"for you"));
+    let id = envelope.id();
+    let relay = 5;
+    let honest: SocketAddr = "10.252.0.1:4000".parse().unwrap();
+    sim.inject(relay, honest, &store_packet(&author, &envelope, 3, 1));
+    sim.run_for(Duration::from_secs(30));
+    assert!(!sim.holders(&id).is_empty());
+    // Someone who saw the message sends it to every holder claiming to be
+    // the recipient, hoping they mark the recipient as served.
+    let liar: SocketAddr = "10.253.0.1:4000".parse().unwrap();
+    let claim = wire::encode(&Packet {
+        sender: to,
+        txid: 9,
+        challenge: None,
+        proof: None,
+        body: Body::Store {
+            envelope: Box::new(envelope.clone()),
+            hops_left: 3,
+        },
+    });
+    for h in sim.holders(&id) {
+        sim.inject(h, liar, &claim);
+    }
+    sim.run_for(Duration::from_secs(30));
+    sim.set_online(recipient, true);
+    sim.bootstrap(recipient, &[40]);
+    let got = sim.run_while(Duration::from_secs(300), |s| {
+        count_events(
+            s,
+            recipient,
+            |e| matches!(e, Event::MessageReceived { id: m, .. } if *m == id),
+        ) == 1
+    });
+    assert!(got, "the recipient never got the message");
+}
