@@ -6,7 +6,7 @@
 //! the state after a restart and resumes every retry.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tracing::warn;
 use crate::address::Distance;
 use crate::message::{Ack, Envelope, MessageId};
 use crate::node::Node;
-use crate::relay::{Held, HeldAck, OutboxState, Outgoing, Tombstone};
+use crate::relay::{Held, HeldAck, OutboxState, Outgoing, Route, Tombstone};
 use crate::store::{Op, Store, StoreError, Table};
 use crate::wire::{self, proto, Contact};
 
@@ -46,9 +46,9 @@ impl Node {
                 let h = r.held.get(id)?;
                 proto::HeldRecord {
                     envelope: Some(wire::envelope_to_proto(&h.envelope)),
-                    hops_left: h.hops_left,
-                    budget: h.budget,
-                    bound: Bytes::copy_from_slice(&h.bound.0),
+                    hops_left: h.route.hops_left,
+                    budget: h.route.budget,
+                    bound: Bytes::copy_from_slice(&h.route.bound.0),
                 }
                 .encode_to_vec()
             }
@@ -56,9 +56,9 @@ impl Node {
                 let a = r.acks.get(id)?;
                 proto::RoutedAckRecord {
                     ack: Some(wire::ack_to_proto(&a.ack)),
-                    hops_left: a.hops_left,
-                    budget: a.budget,
-                    bound: Bytes::copy_from_slice(&a.bound.0),
+                    hops_left: a.route.hops_left,
+                    budget: a.route.budget,
+                    bound: Bytes::copy_from_slice(&a.route.bound.0),
                 }
                 .encode_to_vec()
             }
@@ -254,17 +254,16 @@ fn restore_held(key: &[u8], value: &[u8], now: Instant, backoff: Duration) -> Op
     if envelope.id().0[..] != key[..] {
         return None;
     }
-    Some(Held {
-        envelope,
-        hops_left: r.hops_left,
-        budget: r.budget,
-        next_attempt: now,
+    let bound = distance(&r.bound)?;
+    let route = Route::new(
+        envelope.recipient,
+        r.hops_left,
+        r.budget,
+        now,
         backoff,
-        holders: BTreeSet::new(),
-        skip: BTreeSet::new(),
-        addrs: BTreeMap::new(),
-        bound: distance(&r.bound)?,
-    })
+        bound,
+    );
+    Some(Held { envelope, route })
 }
 
 fn restore_ack(key: &[u8], value: &[u8], now: Instant, backoff: Duration) -> Option<HeldAck> {
@@ -273,14 +272,7 @@ fn restore_ack(key: &[u8], value: &[u8], now: Instant, backoff: Duration) -> Opt
     if ack.id.0[..] != key[..] {
         return None;
     }
-    Some(HeldAck {
-        ack,
-        hops_left: r.hops_left,
-        budget: r.budget,
-        next_attempt: now,
-        backoff,
-        holders: BTreeSet::new(),
-        skip: BTreeSet::new(),
-        bound: distance(&r.bound)?,
-    })
+    let bound = distance(&r.bound)?;
+    let route = Route::new(ack.sender, r.hops_left, r.budget, now, backoff, bound);
+    Some(HeldAck { ack, route })
 }

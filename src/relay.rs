@@ -18,10 +18,12 @@ use crate::message::{Ack, Envelope, MessageId};
 use crate::node::{Event, Node, NodeError, Purpose};
 use crate::wire::{Body, Contact, StoreStatus};
 
-/// A message this node holds and relays towards its recipient.
+/// How a held message or a routed ack travels: towards `target` (the
+/// recipient, or the sender for an ack), inside `bound`, spending `budget`.
 #[derive(Clone, Debug)]
-pub(crate) struct Held {
-    pub(crate) envelope: Envelope,
+pub(crate) struct Route {
+    /// Where copies go.
+    pub(crate) target: Address,
     /// Further hops the copies we send may travel.
     pub(crate) hops_left: u32,
     /// Transmissions left.
@@ -30,28 +32,88 @@ pub(crate) struct Held {
     pub(crate) backoff: Duration,
     /// Peers that confirmed holding a copy.
     pub(crate) holders: BTreeSet<Address>,
-    /// Peers that refused it, or to which a Store is in flight.
+    /// Peers that refused it, or to which a request is in flight.
     pub(crate) skip: BTreeSet<Address>,
     /// Endpoints of the peers in `holders` and `skip`, to purge them later.
     pub(crate) addrs: BTreeMap<Address, SocketAddr>,
-    /// Copies go only to nodes nearer the recipient than this: our own
-    /// distance for a relay (copies move inwards and gather at the k
-    /// closest), the k-th lookup result for the sender.
+    /// Copies go only to nodes nearer `target` than this: our own distance
+    /// for a relay (copies move inwards and gather at the k closest), just
+    /// past the k-th lookup result for the originator.
     pub(crate) bound: Distance,
+}
+
+impl Route {
+    pub(crate) fn new(
+        target: Address,
+        hops_left: u32,
+        budget: u32,
+        now: Instant,
+        backoff: Duration,
+        bound: Distance,
+    ) -> Route {
+        Route {
+            target,
+            hops_left,
+            budget,
+            next_attempt: now,
+            backoff,
+            holders: BTreeSet::new(),
+            skip: BTreeSet::new(),
+            addrs: BTreeMap::new(),
+            bound,
+        }
+    }
+
+    /// Choose from `candidates` the peers to send a copy to now, spending
+    /// one unit of budget on each, with the `hops_left` each copy carries.
+    fn pick(&mut self, me: &Address, candidates: Vec<Contact>) -> Vec<(Contact, u32)> {
+        let mut out = Vec::new();
+        for c in candidates {
+            let is_target = c.id == self.target;
+            let inside = is_target || c.id.distance(&self.target) < self.bound;
+            if c.id == *me
+                || self.holders.contains(&c.id)
+                || self.skip.contains(&c.id)
+                || (self.hops_left == 0 && !is_target)
+                || !inside
+            {
+                continue;
+            }
+            if self.budget == 0 {
+                break;
+            }
+            self.budget -= 1;
+            self.skip.insert(c.id);
+            self.addrs.insert(c.id, c.addr);
+            let hops = if is_target {
+                0
+            } else {
+                self.hops_left.saturating_sub(1)
+            };
+            out.push((c, hops));
+        }
+        out
+    }
+
+    /// A picked copy could not be sent (no request slot): no budget spent.
+    fn unsent(&mut self, peer: &Address) {
+        self.skip.remove(peer);
+        self.budget += 1;
+    }
+}
+
+/// A message this node holds and relays towards its recipient.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub(crate) envelope: Envelope,
+    pub(crate) route: Route,
 }
 
 /// An ack this node routes towards the message's sender.
 #[derive(Clone, Debug)]
 pub(crate) struct HeldAck {
     pub(crate) ack: Ack,
-    pub(crate) hops_left: u32,
-    pub(crate) budget: u32,
-    pub(crate) next_attempt: Instant,
-    pub(crate) backoff: Duration,
-    pub(crate) holders: BTreeSet<Address>,
-    pub(crate) skip: BTreeSet<Address>,
-    /// As for [`Held::bound`], towards the sender.
-    pub(crate) bound: Distance,
+    pub(crate) route: Route,
 }
 
 /// State of a message we sent.
@@ -219,7 +281,7 @@ impl Node {
                 // Just past the k-th closest: later copies stay in that circle.
                 let mut d = far.id.distance(&recipient);
                 bump(&mut d);
-                h.bound = d;
+                h.route.bound = d;
             }
         }
         let sent = self.store_to(now, id, targets);
@@ -236,7 +298,11 @@ impl Node {
 
     fn first_round_done(&mut self, id: MessageId) {
         self.touch(id);
-        let relays = self.relay.held.get(&id).map_or(0, |h| h.holders.len());
+        let relays = self
+            .relay
+            .held
+            .get(&id)
+            .map_or(0, |h| h.route.holders.len());
         if let Some(o) = self.relay.outbox.get_mut(&id) {
             if matches!(o.state, OutboxState::Placing(_) | OutboxState::Finding) {
                 o.state = OutboxState::Sent;
@@ -266,37 +332,16 @@ impl Node {
     /// Returns how many were sent.
     fn store_to(&mut self, now: Instant, id: MessageId, targets: Vec<Contact>) -> usize {
         self.touch(id);
+        let me = self.me;
+        let Some(held) = self.relay.held.get_mut(&id) else {
+            return 0;
+        };
+        let picks = held.route.pick(&me, targets);
+        let envelope = held.envelope.clone();
         let mut sent = 0;
-        for c in targets {
-            let Some(held) = self.relay.held.get_mut(&id) else {
-                break;
-            };
-            let recipient = held.envelope.recipient;
-            // Copies only move towards the recipient: a holder hands them to
-            // nodes nearer to it than itself, so they gather at the k
-            // closest instead of spreading outwards.
-            let inside = c.id == recipient || c.id.distance(&recipient) < held.bound;
-            if c.id == self.me
-                || held.holders.contains(&c.id)
-                || held.skip.contains(&c.id)
-                || (held.hops_left == 0 && c.id != recipient)
-                || !inside
-            {
-                continue;
-            }
-            if held.budget == 0 {
-                break;
-            }
-            held.budget -= 1;
-            held.skip.insert(c.id);
-            held.addrs.insert(c.id, c.addr);
-            let hops_left = if c.id == recipient {
-                0
-            } else {
-                held.hops_left.saturating_sub(1)
-            };
+        for (c, hops_left) in picks {
             let body = Body::Store {
-                envelope: Box::new(held.envelope.clone()),
+                envelope: Box::new(envelope.clone()),
                 hops_left,
             };
             let challenge = self.needs_proof(&c);
@@ -307,9 +352,7 @@ impl Node {
             {
                 sent += 1;
             } else if let Some(held) = self.relay.held.get_mut(&id) {
-                // Not sent (too many requests in flight): no budget spent.
-                held.skip.remove(&c.id);
-                held.budget += 1;
+                held.route.unsent(&c.id);
             }
         }
         sent
@@ -317,49 +360,25 @@ impl Node {
 
     fn ack_to(&mut self, now: Instant, id: MessageId, targets: Vec<Contact>) {
         self.touch(id);
-        for c in targets {
-            let Some(h) = self.relay.acks.get_mut(&id) else {
-                break;
-            };
-            let sender = h.ack.sender;
-            let inside = c.id == sender || c.id.distance(&sender) < h.bound;
-            if c.id == self.me
-                || h.holders.contains(&c.id)
-                || h.skip.contains(&c.id)
-                || (h.hops_left == 0 && c.id != sender)
-                || !inside
-            {
-                continue;
-            }
-            if h.budget == 0 {
-                break;
-            }
-            h.budget -= 1;
-            h.skip.insert(c.id);
-            let hops_left = if c.id == sender {
-                0
-            } else {
-                h.hops_left.saturating_sub(1)
-            };
+        let me = self.me;
+        let Some(h) = self.relay.acks.get_mut(&id) else {
+            return;
+        };
+        let picks = h.route.pick(&me, targets);
+        let ack = h.ack;
+        for (c, hops_left) in picks {
             let body = Body::Acknowledge {
-                ack: Box::new(h.ack),
+                ack: Box::new(ack),
                 hops_left,
             };
             self.stats.acks_sent += 1;
+            let purpose = Purpose::Acknowledge(id);
             if self
-                .request(
-                    now,
-                    c.addr,
-                    Some(c.id),
-                    body,
-                    false,
-                    Purpose::Acknowledge(id),
-                )
+                .request(now, c.addr, Some(c.id), body, false, purpose)
                 .is_none()
             {
                 if let Some(h) = self.relay.acks.get_mut(&id) {
-                    h.skip.remove(&c.id);
-                    h.budget += 1;
+                    h.route.unsent(&c.id);
                 }
             }
         }
@@ -378,11 +397,11 @@ impl Node {
         if !verified || from.id == h.envelope.recipient {
             return;
         }
-        if h.addrs.len() >= cap && !h.addrs.contains_key(&from.id) {
+        if h.route.addrs.len() >= cap && !h.route.addrs.contains_key(&from.id) {
             return;
         }
-        h.holders.insert(from.id);
-        h.addrs.insert(from.id, from.addr);
+        h.route.holders.insert(from.id);
+        h.route.addrs.insert(from.id, from.addr);
     }
 
     /// Purge-only acks (hops 0) to peers known to hold a copy.
@@ -404,28 +423,26 @@ impl Node {
         }
     }
 
-    fn jittered(&mut self, d: Duration) -> Duration {
-        d.mul_f64(self.rng.gen_range(0.75..1.25))
+    fn route_mut(&mut self, id: &MessageId, is_ack: bool) -> Option<&mut Route> {
+        if is_ack {
+            self.relay.acks.get_mut(id).map(|a| &mut a.route)
+        } else {
+            self.relay.held.get_mut(id).map(|h| &mut h.route)
+        }
     }
 
     fn schedule_attempt(&mut self, now: Instant, id: MessageId, is_ack: bool) {
-        let base = match (is_ack, self.relay.held.get(&id), self.relay.acks.get(&id)) {
-            (false, Some(h), _) => h.backoff,
-            (true, _, Some(a)) => a.backoff,
-            _ => return,
-        };
-        let delay = self.jittered(base);
-        let next = now + delay;
-        let doubled = (base * 2).min(self.config.relay_backoff_max);
-        if is_ack {
-            if let Some(a) = self.relay.acks.get_mut(&id) {
-                a.next_attempt = next;
-                a.backoff = doubled;
-            }
-        } else if let Some(h) = self.relay.held.get_mut(&id) {
-            h.next_attempt = next;
-            h.backoff = doubled;
+        if self.route_mut(&id, is_ack).is_none() {
+            return;
         }
+        let factor = self.rng.gen_range(0.75..1.25);
+        let cap = self.config.relay_backoff_max;
+        let Some(route) = self.route_mut(&id, is_ack) else {
+            return;
+        };
+        let next = now + route.backoff.mul_f64(factor);
+        route.next_attempt = next;
+        route.backoff = (route.backoff * 2).min(cap);
         self.relay.schedule.push(Reverse((next, is_ack, id)));
     }
 
@@ -442,9 +459,9 @@ impl Node {
             }
             self.relay.schedule.pop();
             let current = if is_ack {
-                self.relay.acks.get(&id).map(|a| a.next_attempt)
+                self.relay.acks.get(&id).map(|a| a.route.next_attempt)
             } else {
-                self.relay.held.get(&id).map(|h| h.next_attempt)
+                self.relay.held.get(&id).map(|h| h.route.next_attempt)
             };
             if current != Some(due) {
                 continue;
@@ -460,7 +477,7 @@ impl Node {
             let Some(a) = self.relay.acks.get(&id) else {
                 return;
             };
-            if a.ack.expires_at_ms <= now_ms || a.budget == 0 {
+            if a.ack.expires_at_ms <= now_ms || a.route.budget == 0 {
                 self.relay.acks.remove(&id);
                 return;
             }
@@ -475,7 +492,7 @@ impl Node {
                 self.expire(id);
                 return;
             }
-            if h.budget == 0 {
+            if h.route.budget == 0 {
                 debug!(id = %id.short(), "relay budget spent");
                 self.unhold(&id);
                 return;
@@ -616,15 +633,15 @@ impl Node {
         self.relay.held.insert(
             id,
             Held {
+                route: Route::new(
+                    envelope.recipient,
+                    hops_left,
+                    self.config.relay_budget,
+                    now,
+                    self.config.relay_backoff,
+                    bound,
+                ),
                 envelope,
-                hops_left,
-                budget: self.config.relay_budget,
-                next_attempt: now,
-                backoff: self.config.relay_backoff,
-                holders: BTreeSet::new(),
-                skip: BTreeSet::new(),
-                addrs: BTreeMap::new(),
-                bound,
             },
         );
         true
@@ -806,14 +823,15 @@ impl Node {
         self.relay.acks.insert(
             ack.id,
             HeldAck {
+                route: Route::new(
+                    ack.sender,
+                    hops_left,
+                    self.config.relay_budget,
+                    now,
+                    self.config.relay_backoff,
+                    bound,
+                ),
                 ack,
-                hops_left,
-                budget: self.config.relay_budget,
-                next_attempt: now,
-                backoff: self.config.relay_backoff,
-                holders: BTreeSet::new(),
-                skip: BTreeSet::new(),
-                bound,
             },
         );
         if origin {
@@ -835,7 +853,7 @@ impl Node {
             if let Some(far) = closest.last() {
                 let mut d = far.id.distance(&sender);
                 bump(&mut d);
-                h.bound = d;
+                h.route.bound = d;
             }
         }
         self.ack_to(now, id, closest.to_vec());
@@ -861,7 +879,7 @@ impl Node {
                     self.route_ack(now, ack, hops_left, false);
                 }
                 if let (Some(p), Some(h)) = (peer, self.relay.acks.get_mut(&ack.id)) {
-                    h.holders.insert(p);
+                    h.route.holders.insert(p);
                 }
                 return true;
             }
@@ -889,6 +907,7 @@ impl Node {
         if let Some(h) = self.unhold(&ack.id) {
             // Everyone we know has a copy or was sent one.
             let peers: Vec<Contact> = h
+                .route
                 .addrs
                 .iter()
                 .filter(|(p, _)| Some(**p) != peer)
@@ -916,7 +935,7 @@ impl Node {
             self.route_ack(now, ack, hops_left, false);
         }
         if let (Some(p), Some(h)) = (peer, self.relay.acks.get_mut(&ack.id)) {
-            h.holders.insert(p);
+            h.route.holders.insert(p);
         }
         true
     }
@@ -932,7 +951,7 @@ impl Node {
         match status {
             StoreStatus::Held => {
                 if let Some(h) = self.relay.held.get_mut(&id) {
-                    h.holders.insert(peer);
+                    h.route.holders.insert(peer);
                 }
             }
             StoreStatus::Delivered(ack) | StoreStatus::Acknowledged(ack) => {
@@ -946,7 +965,7 @@ impl Node {
     /// A Store request of ours failed: try that peer again at the next attempt.
     pub(crate) fn store_failed(&mut self, peer: Option<Address>, id: MessageId) {
         if let (Some(p), Some(h)) = (peer, self.relay.held.get_mut(&id)) {
-            h.skip.remove(&p);
+            h.route.skip.remove(&p);
         }
         self.first_round_step(id);
     }
@@ -956,7 +975,7 @@ impl Node {
         self.touch(id);
         let done = match self.relay.acks.get_mut(&id) {
             Some(h) => {
-                h.holders.insert(peer);
+                h.route.holders.insert(peer);
                 h.ack.sender == peer
             }
             None => false,
@@ -970,7 +989,7 @@ impl Node {
     /// An Acknowledge of ours failed.
     pub(crate) fn ack_failed(&mut self, peer: Option<Address>, id: MessageId) {
         if let (Some(p), Some(h)) = (peer, self.relay.acks.get_mut(&id)) {
-            h.skip.remove(&p);
+            h.route.skip.remove(&p);
         }
     }
 
@@ -980,22 +999,23 @@ impl Node {
         let now_ms = self.wall_ms(now);
         let mut stores = Vec::new();
         for (id, h) in &self.relay.held {
-            if h.holders.contains(&contact.id)
-                || h.skip.contains(&contact.id)
+            if h.route.holders.contains(&contact.id)
+                || h.route.skip.contains(&contact.id)
                 || h.envelope.expires_at_ms() <= now_ms
             {
                 continue;
             }
             let r = h.envelope.recipient;
             let closer = contact.id == r
-                || (h.hops_left > 0
-                    && h.holders.len() >= self.config.k
-                    && h.holders
+                || (h.route.hops_left > 0
+                    && h.route.holders.len() >= self.config.k
+                    && h.route
+                        .holders
                         .iter()
                         .map(|x| x.distance(&r))
                         .max()
                         .is_some_and(|far| contact.id.distance(&r) < far));
-            if closer || (h.hops_left > 0 && h.holders.len() < self.config.k) {
+            if closer || (h.route.hops_left > 0 && h.route.holders.len() < self.config.k) {
                 stores.push(*id);
             }
         }
@@ -1019,7 +1039,7 @@ impl Node {
             .relay
             .acks
             .iter()
-            .filter(|(_, a)| a.ack.sender == contact.id && !a.skip.contains(&contact.id))
+            .filter(|(_, a)| a.ack.sender == contact.id && !a.route.skip.contains(&contact.id))
             .map(|(id, _)| *id)
             .collect();
         for id in acks {
@@ -1049,12 +1069,12 @@ impl Node {
             // Clear earlier attempts to it so they are retried now.
             for h in self.relay.held.values_mut() {
                 if h.envelope.recipient == contact.id {
-                    h.skip.remove(&contact.id);
+                    h.route.skip.remove(&contact.id);
                 }
             }
             for a in self.relay.acks.values_mut() {
                 if a.ack.sender == contact.id {
-                    a.skip.remove(&contact.id);
+                    a.route.skip.remove(&contact.id);
                 }
             }
             self.contact_appeared(now, contact);
