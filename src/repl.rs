@@ -217,7 +217,12 @@ pub fn human(o: &Output) -> String {
             )
         }
         Output::Alone { listen } => {
-            format!("no bootstrap given: running alone; others can join through {listen}")
+            let through = if listen.ip().is_unspecified() {
+                format!("this machine's address, port {}", listen.port())
+            } else {
+                listen.to_string()
+            };
+            format!("no bootstrap given: running alone; others can join through {through}")
         }
         Output::Joined { contacts } => {
             format!(
