@@ -1,58 +1,92 @@
-//! Every protocol constant in one place, with its default and the reason for it.
-//! protocol.md mirrors these values; change both together.
+//! Every policy constant of one node in one place, with its default and the
+//! reason for it. protocol.md §12 mirrors these values; change both together.
+//! Wire constants (sizes every node must agree on) live in [`crate::wire`].
 
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-/// Protocol version carried in every packet.
-pub const PROTOCOL_VERSION: u32 = 1;
+use crate::wire::{MAX_CONTACTS, MAX_HOP_LIMIT};
 
-/// Largest UDP payload comm sends or accepts: the IPv6 minimum MTU (1280)
-/// less the IPv6 (40) and UDP (8) headers, so a datagram never needs
-/// fragmentation on any path that carries IPv6.
-pub const MAX_DATAGRAM: usize = 1232;
-
-/// Largest message body in bytes: a `Store` of this size, with a
-/// challenge, still fits [`MAX_DATAGRAM`] (checked by a test in `wire`).
-pub const MAX_BODY: usize = 1000;
-
-/// Largest hop limit a message may carry.
-pub const MAX_HOP_LIMIT: u32 = 16;
-
-/// Length of a challenge nonce in bytes.
-pub const CHALLENGE_LEN: usize = 16;
+/// Why a [`Config`] cannot run a node.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// k above the wire limit: our `Nodes` replies would be rejected.
+    #[error("k = {0} is above the wire limit of {MAX_CONTACTS} contacts per reply")]
+    KTooLarge(usize),
+    /// Fewer lookup candidates than k.
+    #[error("lookup_candidates ({0}) must be at least k ({1})")]
+    TooFewCandidates(usize, usize),
+    /// A hop limit above the wire limit: relays would reject our messages.
+    #[error("hop_limit {0} is above the wire limit {MAX_HOP_LIMIT}")]
+    HopLimit(u32),
+    /// A lifetime we could not send or that relays would refuse.
+    #[error("default_ttl must be between 1 s and max_ttl")]
+    Ttl,
+    /// A duration that must not be zero is zero.
+    #[error("{0} must not be zero")]
+    Zero(&'static str),
+}
 
 /// Tunable protocol and resource limits of one node.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Bucket size and lookup width: how many contacts per bucket and how many
     /// closest nodes a lookup returns. Default 8, as in the Kademlia paper and
-    /// the original comm; enough redundancy for churn with small replies.
-    pub k: usize,
+    /// the original comm; at most `MAX_CONTACTS` (8), since a `Nodes` reply
+    /// carries k contacts and receivers reject more.
+    pub k: NonZeroUsize,
     /// Parallel requests per lookup. Default 3 (Kademlia paper): hides one
     /// slow or dead peer without flooding.
-    pub alpha: usize,
+    pub alpha: NonZeroUsize,
     /// How long to wait for a response before retrying. Default 1 s: well
-    /// above internet round trips, short enough that a dead peer costs a
-    /// lookup only two seconds.
+    /// above internet round trips; a dead peer fails after 2 s in all, but
+    /// lookups stop waiting for it much sooner (`soft_timeout_min`).
     pub rpc_timeout: Duration,
     /// How many times a request is re-sent after a timeout. Default 1: one
     /// lost datagram does not mark a live peer as failed.
     pub rpc_retries: u32,
-    /// Requests a node may have in flight at once; further ones are not
-    /// sent (a lookup counts such a candidate as failed, a relay retries it
-    /// at its next attempt). Default 256. Bounds memory and fan-out bursts.
-    pub max_inflight_rpcs: usize,
-    /// Concurrent lookups. Default 32; more are refused with an error.
-    pub max_lookups: usize,
+    /// Floor of the soft timeout: after `max(soft_timeout_min, srtt + 4 ×
+    /// rttvar)` without an answer (smoothed round trip as in RFC 6298) a
+    /// lookup stops counting a peer as in flight and moves on; a late
+    /// answer is still used. Default 25 ms: above scheduling noise on one
+    /// host, far below internet round trips, where the estimate dominates.
+    pub soft_timeout_min: Duration,
+    /// Requests a node may have in flight at once. Default 256. Bounds
+    /// memory and fan-out bursts; further requests wait in a queue.
+    pub max_inflight_rpcs: NonZeroUsize,
+    /// Requests that may wait for a free slot. Default 4096; beyond it a
+    /// request is not sent (`rpc_limit`) and counts as failed at once.
+    pub rpc_queue: usize,
+    /// Requests that failed but whose late answer is still accepted, and
+    /// for how long. Default 256 for one `rpc_timeout`: a slow peer's answer
+    /// still refreshes it and still helps a running lookup.
+    pub late_answers: usize,
+    /// Concurrent lookups. Default 32; user lookups beyond it are refused,
+    /// relay lookups fall back on the routing table.
+    pub max_lookups: NonZeroUsize,
     /// Candidates a lookup remembers. Default 64 (8k): far ones beyond this
     /// cannot enter the k closest unless many nearer ones fail.
     pub lookup_candidates: usize,
+    /// How long a finished relay lookup's result is reused for further
+    /// messages to (or acks for) the same address. Default 30 s: a burst of
+    /// messages to one person costs one lookup.
+    pub lookup_cache_ttl: Duration,
+    /// Lookup results remembered. Default 64; the oldest is forgotten first.
+    pub lookup_cache: usize,
     /// Consecutive failed requests after which a contact is dropped from the
     /// routing table. Default 3.
-    pub max_failures: u32,
+    pub max_failures: NonZeroU32,
     /// Replacement-cache entries per bucket: verified contacts waiting for a
     /// slot. Default 4.
     pub replacement_cache: usize,
+    /// A full bucket's oldest contact heard from within this long is kept
+    /// without a check: a newcomer waits in the replacement cache. Default
+    /// 15 minutes (BEP 5's "good" node). Older ones are pinged first.
+    pub contact_fresh: Duration,
+    /// Liveness checks of a bucket's oldest contact per second, node-wide.
+    /// Default 4 (burst 4): newcomers cannot make a node ping its table.
+    pub liveness_checks_per_sec: u32,
     /// A bucket with no activity for this long is refreshed by looking up a
     /// random id in its range. Default 1 hour (Kademlia paper).
     pub bucket_refresh: Duration,
@@ -70,6 +104,9 @@ pub struct Config {
     /// one host cannot fill a bucket with sybils. Loopback is exempt so
     /// local test networks work.
     pub max_per_prefix: usize,
+    /// Whether this node holds and relays messages for others. Default
+    /// true. A node that does not answers their `Store`s refused (status 4).
+    pub relay: bool,
     /// Lifetime given to messages sent from this node. Default 3 days: a
     /// recipient who is away for a weekend still gets them.
     pub default_ttl: Duration,
@@ -96,9 +133,14 @@ pub struct Config {
     pub max_held: usize,
     /// Total body bytes of held messages. Default 4 MiB; same eviction.
     pub max_held_bytes: usize,
-    /// Held messages from one sender. Default 256; more are refused so one
-    /// sender cannot fill a relay.
+    /// Held messages from one sender. Default 1024 (a quarter of
+    /// `max_held`): one sender cannot fill a relay, and a long conversation
+    /// with someone who is away still fits. Beyond it a `Store` is answered
+    /// busy (status 5) and the sender offers it again later.
     pub max_held_per_sender: usize,
+    /// Acks being routed towards their senders. Default 4096; beyond it the
+    /// one expiring soonest stops being routed (its tombstone stays).
+    pub max_routed_acks: usize,
     /// Acks kept as tombstones. Default 16384; the one expiring soonest is
     /// evicted first.
     pub max_tombstones: usize,
@@ -108,9 +150,14 @@ pub struct Config {
     /// Messages in our outbox (sent, not yet delivered or expired). Default
     /// 1024; further sends are refused until some are delivered or expire.
     pub max_outbox: usize,
-    /// Ids of received messages remembered to show each once. Default
-    /// 16384; the one expiring soonest is forgotten first.
+    /// Received messages remembered to show each once. Default 16384; the
+    /// shown one expiring soonest is forgotten first.
     pub max_inbox: usize,
+    /// Received messages waiting to be shown (the front end is not taking
+    /// them). Default 1024; beyond it new messages are answered busy and
+    /// stay with their relays, so a stalled terminal costs bounded memory
+    /// and loses nothing.
+    pub max_unshown: usize,
     /// Peers remembered per held message as holding or having been sent a
     /// copy (for purging them when the ack comes). Default 64; further
     /// claims are not recorded.
@@ -120,21 +167,29 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            k: 8,
-            alpha: 3,
+            k: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
+            alpha: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
             rpc_timeout: Duration::from_secs(1),
             rpc_retries: 1,
-            max_inflight_rpcs: 256,
-            max_lookups: 32,
+            soft_timeout_min: Duration::from_millis(25),
+            max_inflight_rpcs: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            rpc_queue: 4096,
+            late_answers: 256,
+            max_lookups: NonZeroUsize::new(32).unwrap_or(NonZeroUsize::MIN),
             lookup_candidates: 64,
-            max_failures: 3,
+            lookup_cache_ttl: Duration::from_secs(30),
+            lookup_cache: 64,
+            max_failures: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
             replacement_cache: 4,
+            contact_fresh: Duration::from_secs(15 * 60),
+            liveness_checks_per_sec: 4,
             bucket_refresh: Duration::from_secs(3600),
             refresh_check: Duration::from_secs(60),
             bootstrap_retry: Duration::from_secs(15),
             bootstrap_retry_max: Duration::from_secs(600),
             verified_cache: 256,
             max_per_prefix: 2,
+            relay: true,
             default_ttl: Duration::from_secs(3 * 24 * 3600),
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             clock_skew: Duration::from_secs(300),
@@ -144,12 +199,78 @@ impl Default for Config {
             relay_backoff_max: Duration::from_secs(3600),
             max_held: 4096,
             max_held_bytes: 4 << 20,
-            max_held_per_sender: 256,
+            max_held_per_sender: 1024,
+            max_routed_acks: 4096,
             max_tombstones: 16384,
             tombstone_margin: Duration::from_secs(3600),
             max_outbox: 1024,
             max_inbox: 16384,
+            max_unshown: 1024,
             max_tracked_peers: 64,
         }
+    }
+}
+
+impl Config {
+    /// Check that a node can run with this configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = self.k.get();
+        if k > MAX_CONTACTS {
+            return Err(ConfigError::KTooLarge(k));
+        }
+        if self.lookup_candidates < k {
+            return Err(ConfigError::TooFewCandidates(self.lookup_candidates, k));
+        }
+        if self.hop_limit > MAX_HOP_LIMIT {
+            return Err(ConfigError::HopLimit(self.hop_limit));
+        }
+        if self.default_ttl < Duration::from_secs(1) || self.default_ttl > self.max_ttl {
+            return Err(ConfigError::Ttl);
+        }
+        for (name, d) in [
+            ("rpc_timeout", self.rpc_timeout),
+            ("refresh_check", self.refresh_check),
+            ("bootstrap_retry", self.bootstrap_retry),
+            ("relay_backoff", self.relay_backoff),
+            ("soft_timeout_min", self.soft_timeout_min),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.max_unshown == 0 {
+            return Err(ConfigError::Zero("max_unshown"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid_and_bad_values_are_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let c = Config {
+            k: NonZeroUsize::new(9).unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::KTooLarge(9)));
+        let c = Config {
+            hop_limit: 17,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::HopLimit(17)));
+        let c = Config {
+            rpc_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("rpc_timeout")));
+        let c = Config {
+            default_ttl: Duration::from_secs(8 * 24 * 3600),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Ttl));
     }
 }

@@ -1,19 +1,30 @@
 //! The iterative Kademlia lookup as a plain state machine.
 //!
 //! It never sends anything itself: [`Lookup::next_queries`] says whom to ask,
-//! the node reports back with [`Lookup::on_response`] and
-//! [`Lookup::on_failure`]. It finishes when the k closest candidates not
-//! known to have failed have all answered, or when nobody is left to ask.
+//! the node reports back with [`Lookup::on_response`],
+//! [`Lookup::on_unresponsive`] and [`Lookup::on_failure`]. It finishes when
+//! the k closest candidates not known to have failed or to be slow have all
+//! answered, or when nobody is left to ask.
+//!
+//! A peer that has not answered within the soft timeout is *unresponsive*
+//! (as in libp2p-kad): it no longer counts towards the α requests in flight
+//! or towards termination, so one dead peer does not hold a lookup for the
+//! full request timeout, but its answer is still used if it comes late.
 
 use std::collections::BTreeMap;
 
 use crate::address::{Address, Distance};
 use crate::wire::Contact;
 
+/// Identifies a lookup started on a node.
+pub type LookupId = u64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     NotContacted,
     Waiting,
+    /// Asked, no answer within the soft timeout; still open.
+    Unresponsive,
     Succeeded,
     Failed,
 }
@@ -131,7 +142,7 @@ impl Lookup {
                 break;
             }
             match c.state {
-                State::Failed => continue,
+                State::Failed | State::Unresponsive => continue,
                 State::NotContacted => {
                     c.state = State::Waiting;
                     self.in_flight += 1;
@@ -151,16 +162,25 @@ impl Lookup {
         self.candidates.get_mut(&d)
     }
 
-    /// `from` answered with `contacts`.
+    /// `from` answered with `contacts` (possibly late: after the soft
+    /// timeout, or even after its request failed).
     pub fn on_response(&mut self, from: &Address, contacts: &[Contact], me: &Address) {
-        let round = match self.find_mut(from) {
-            Some(c) if c.state == State::Waiting => {
+        let (round, was_waiting) = match self.find_mut(from) {
+            Some(c)
+                if matches!(
+                    c.state,
+                    State::Waiting | State::Unresponsive | State::Failed
+                ) =>
+            {
+                let was_waiting = c.state == State::Waiting;
                 c.state = State::Succeeded;
-                c.round
+                (c.round, was_waiting)
             }
             _ => return,
         };
-        self.in_flight -= 1;
+        if was_waiting {
+            self.in_flight -= 1;
+        }
         for c in contacts {
             if c.id != *me {
                 self.add(*c, round + 1);
@@ -168,23 +188,39 @@ impl Lookup {
         }
     }
 
-    /// The request to `from` failed (timed out after retries, or refused).
-    pub fn on_failure(&mut self, from: &Address) {
+    /// The request to `from` has not been answered within the soft timeout:
+    /// stop waiting for it, but keep its answer if it still comes.
+    pub fn on_unresponsive(&mut self, from: &Address) {
         if let Some(c) = self.find_mut(from) {
             if c.state == State::Waiting {
-                c.state = State::Failed;
+                c.state = State::Unresponsive;
                 self.in_flight -= 1;
             }
         }
     }
 
-    /// Finished: the k closest non-failed candidates have all answered, or
-    /// no candidate is left to ask and none is in flight.
+    /// The request to `from` failed (timed out after retries, or refused).
+    pub fn on_failure(&mut self, from: &Address) {
+        if let Some(c) = self.find_mut(from) {
+            match c.state {
+                State::Waiting => {
+                    c.state = State::Failed;
+                    self.in_flight -= 1;
+                }
+                State::Unresponsive => c.state = State::Failed,
+                _ => {}
+            }
+        }
+    }
+
+    /// Finished: the k closest candidates that have neither failed nor
+    /// gone unresponsive have all answered, or no candidate is left to ask
+    /// and none is in flight.
     pub fn is_finished(&self) -> bool {
         let mut live = 0;
         for c in self.candidates.values() {
             match c.state {
-                State::Failed => continue,
+                State::Failed | State::Unresponsive => continue,
                 State::Succeeded => {}
                 State::Waiting | State::NotContacted => return false,
             }
@@ -290,6 +326,27 @@ mod tests {
         lookup.on_response(&c(3).id, &[], &ME);
         assert!(lookup.is_finished());
         assert_eq!(lookup.result().closest, vec![c(3)]);
+    }
+
+    #[test]
+    fn an_unresponsive_peer_frees_its_slot_and_a_late_answer_still_counts() {
+        let mut lookup = Lookup::new(c(1).id, ME, vec![c(1), c(2), c(3), c(4)], 3, 1, 16);
+        assert_eq!(lookup.next_queries(), vec![c(1)]);
+        // c(1) is slow: the lookup moves on to c(2) without waiting for it.
+        lookup.on_unresponsive(&c(1).id);
+        assert_eq!(lookup.in_flight(), 0);
+        // Closest first by XOR distance to c(1): c(3), c(2), c(4).
+        assert_eq!(lookup.next_queries(), vec![c(3)]);
+        lookup.on_response(&c(3).id, &[], &ME);
+        assert_eq!(lookup.next_queries(), vec![c(2)]);
+        lookup.on_response(&c(2).id, &[], &ME);
+        assert_eq!(lookup.next_queries(), vec![c(4)]);
+        lookup.on_response(&c(4).id, &[], &ME);
+        assert!(lookup.is_finished());
+        // The late answer is used (the node may still call before removal).
+        lookup.on_response(&c(1).id, &[], &ME);
+        assert_eq!(lookup.result().closest, vec![c(1), c(3), c(2)]);
+        assert_eq!(lookup.in_flight(), 0);
     }
 
     #[test]

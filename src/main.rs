@@ -10,10 +10,11 @@ use clap::Parser;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
+use comm::control::Output;
 use comm::identity::{Identity, KDF_ITERATIONS, KDF_MEMORY_KIB};
 use comm::repl::{self, Format};
-use comm::runtime::{self, Output};
-use comm::store::RedbStore;
+use comm::runtime;
+use comm::store::{RedbStore, Store};
 use comm::{Config, Node};
 
 /// A serverless, delay-tolerant messenger on a Kademlia overlay over UDP.
@@ -129,12 +130,15 @@ fn start(cli: Cli) -> Result<(), String> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let started = std::time::Instant::now();
-    let mut node = Node::new(Config::default(), identity.clone(), seed, started)
-        .with_wall_clock(started, runtime::unix_ms());
-    // Resume held messages and retries; rejoin through the saved contacts too.
-    let saved = node
-        .attach_store(started, Box::new(store))
+    let mut node =
+        Node::new(Config::default(), identity.clone(), seed, started).map_err(|e| e.to_string())?;
+    // Resume held messages and retries, show what was never shown; rejoin
+    // through the saved contacts too.
+    let snapshot = store
+        .load()
         .map_err(|e| format!("cannot read {}: {e}", db.display()))?;
+    let saved = node.restore(started, std::time::SystemTime::now(), &snapshot);
+    drop(snapshot);
     for addr in saved {
         if !bootstrap.contains(&addr) && addr != bound {
             bootstrap.push(addr);
@@ -143,7 +147,7 @@ fn start(cli: Cli) -> Result<(), String> {
     let me = (identity.address(), bound);
 
     let (command_tx, command_rx) = mpsc::channel(64);
-    let (output_tx, output_rx) = mpsc::unbounded_channel();
+    let (output_tx, output_rx) = mpsc::channel(runtime::OUTPUT_CHANNEL);
     let interactive = !cli.json && std::io::stdin().is_terminal();
     let format = if cli.json {
         Format::Json
@@ -171,13 +175,14 @@ fn start(cli: Cli) -> Result<(), String> {
     let result = rt.block_on(runtime::run(
         node,
         socket,
+        Box::new(store),
         bootstrap,
         command_rx,
         output_tx.clone(),
     ));
     if let Err(e) = &result {
-        let _ = output_tx.send(Output::Error(e.to_string()));
-        let _ = output_tx.send(Output::Stopped);
+        let _ = output_tx.blocking_send(Output::Error(e.to_string()));
+        let _ = output_tx.blocking_send(Output::Stopped);
     }
     let _ = printer.join();
     // The input thread may be blocked reading a terminal or stdin; leaving

@@ -47,28 +47,28 @@ impl MessageId {
 }
 
 /// A message as it travels: content plus the sender's signature.
+///
+/// The fields are read through accessors: the id and the sender address are
+/// computed once when the envelope is built (signed here or decoded in
+/// `wire`), because every relay decision looks them up and recomputing a
+/// SHA-1 per lookup made per-datagram work grow with the number held.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// The sender's public key; its SHA-1 is the sender's address.
-    pub sender_key: VerifyingKey,
-    /// Where the message goes.
-    pub recipient: Address,
-    /// Wall-clock creation time, milliseconds since the Unix epoch.
-    pub created_at_ms: u64,
-    /// Lifetime in seconds from `created_at_ms`.
-    pub ttl_secs: u32,
-    /// How many relay hops copies may travel from the sender.
-    pub hop_limit: u32,
-    /// The text.
-    pub body: Bytes,
-    /// Sender's Ed25519 signature over [`Envelope::signed_bytes`].
-    pub signature: Signature,
+    sender_key: VerifyingKey,
+    recipient: Address,
+    created_at_ms: u64,
+    ttl_secs: u32,
+    hop_limit: u32,
+    body: Bytes,
+    signature: Signature,
+    id: MessageId,
+    sender: Address,
 }
 
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Envelope")
-            .field("id", &self.id())
+            .field("id", &self.id)
             .field("recipient", &self.recipient)
             .field("created_at_ms", &self.created_at_ms)
             .field("ttl_secs", &self.ttl_secs)
@@ -116,8 +116,42 @@ impl Envelope {
             hop_limit,
             &body,
         ));
+        Envelope::from_parts(
+            key,
+            recipient,
+            created_at_ms,
+            ttl_secs,
+            hop_limit,
+            body,
+            signature,
+        )
+    }
+
+    /// An envelope from its fields as they travel; the signature is not
+    /// checked here (see [`Envelope::verify`]).
+    pub fn from_parts(
+        sender_key: VerifyingKey,
+        recipient: Address,
+        created_at_ms: u64,
+        ttl_secs: u32,
+        hop_limit: u32,
+        body: Bytes,
+        signature: Signature,
+    ) -> Envelope {
+        let signed = content(
+            &sender_key,
+            &recipient,
+            created_at_ms,
+            ttl_secs,
+            hop_limit,
+            &body,
+        );
+        let mut id = [0u8; 20];
+        id.copy_from_slice(&Sha1::digest(&signed));
         Envelope {
-            sender_key: key,
+            sender: Address::of_key(sender_key.as_bytes()),
+            id: MessageId(id),
+            sender_key,
             recipient,
             created_at_ms,
             ttl_secs,
@@ -139,16 +173,49 @@ impl Envelope {
         )
     }
 
-    /// The message id.
+    /// The message id (SHA-1 of the signed bytes), computed once.
     pub fn id(&self) -> MessageId {
-        let mut out = [0u8; 20];
-        out.copy_from_slice(&Sha1::digest(self.signed_bytes()));
-        MessageId(out)
+        self.id
     }
 
-    /// The sender's address.
+    /// The sender's address (SHA-1 of its key), computed once.
     pub fn sender(&self) -> Address {
-        Address::of_key(self.sender_key.as_bytes())
+        self.sender
+    }
+
+    /// The sender's public key.
+    pub fn sender_key(&self) -> &VerifyingKey {
+        &self.sender_key
+    }
+
+    /// Where the message goes.
+    pub fn recipient(&self) -> Address {
+        self.recipient
+    }
+
+    /// Wall-clock creation time, milliseconds since the Unix epoch.
+    pub fn created_at_ms(&self) -> u64 {
+        self.created_at_ms
+    }
+
+    /// Lifetime in seconds from `created_at_ms`.
+    pub fn ttl_secs(&self) -> u32 {
+        self.ttl_secs
+    }
+
+    /// How many relay hops copies may travel from the sender.
+    pub fn hop_limit(&self) -> u32 {
+        self.hop_limit
+    }
+
+    /// The text.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The sender's Ed25519 signature over [`Envelope::signed_bytes`].
+    pub fn signature(&self) -> &Signature {
+        &self.signature
     }
 
     /// When the message expires, ms since the Unix epoch.
@@ -227,7 +294,7 @@ impl Ack {
     pub fn matches(&self, envelope: &Envelope) -> bool {
         self.id == envelope.id()
             && self.sender == envelope.sender()
-            && self.recipient() == envelope.recipient
+            && self.recipient() == envelope.recipient()
             && self.verify()
     }
 }
@@ -255,8 +322,15 @@ mod tests {
         assert!(e.verify());
         assert_eq!(e.sender(), a.address());
         assert_eq!(e.expires_at_ms(), 1_700_000_000_000 + 3_600_000);
-        let mut tampered = e.clone();
-        tampered.body = Bytes::from_static(b"ho");
+        let tampered = Envelope::from_parts(
+            *e.sender_key(),
+            e.recipient(),
+            e.created_at_ms(),
+            e.ttl_secs(),
+            e.hop_limit(),
+            Bytes::from_static(b"ho"),
+            *e.signature(),
+        );
         assert!(!tampered.verify());
         assert_ne!(tampered.id(), e.id());
     }

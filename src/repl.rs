@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::address::{Address, AddressError};
+use crate::control::{Command, Output, PeerRow, StatsReport};
 use crate::message::MessageId;
-use crate::runtime::{Command, Output, PeerRow, StatsReport};
 use crate::wire::Contact;
 
 /// Help text for `/help`.
@@ -166,7 +166,8 @@ fn stats_human(s: &StatsReport) -> String {
     let dropped: u64 = s.dropped.iter().map(|(_, n)| n).sum();
     let mut out = format!(
         "contacts {}  lookups {}  datagrams in {}  out {}  timeouts {}  dropped {}\n\
-         held messages {}  held acks {}  outbox {}  inbox {}  stores sent {}  acks sent {}",
+         held messages {}  held acks {}  routed acks {}  outbox {}  inbox {} ({} unshown)\n\
+         stores sent {}  acks sent {}  requests open {}  queued {}  saves {}",
         s.contacts,
         s.lookups,
         s.datagrams_in,
@@ -175,10 +176,15 @@ fn stats_human(s: &StatsReport) -> String {
         dropped,
         s.held_messages,
         s.held_acks,
+        s.routed_acks,
         s.outbox,
         s.inbox,
+        s.unshown,
         s.stores_sent,
-        s.acks_sent
+        s.acks_sent,
+        s.requests.0,
+        s.requests.1,
+        s.write_batches
     );
     for (reason, n) in &s.dropped {
         out.push_str(&format!("\n  dropped {reason}: {n}"));
@@ -267,11 +273,25 @@ pub fn human(o: &Output) -> String {
         }
         Output::Peers(rows) => peers_human(rows),
         Output::Stats(s) => stats_human(s),
-        Output::Sent { id, relays, .. } => format!(
-            "  [msg {}] sent → held by {}",
-            short_id(id),
-            plural(*relays, "relay")
-        ),
+        Output::Sent {
+            id, relays, direct, ..
+        } => match (direct, relays) {
+            (true, 0) => format!("  [msg {}] sent → taken by the recipient", short_id(id)),
+            (true, n) => format!(
+                "  [msg {}] sent → taken by the recipient, held by {}",
+                short_id(id),
+                plural(*n, "relay")
+            ),
+            (false, 0) => format!(
+                "  [msg {}] queued → no relay has it yet; retrying",
+                short_id(id)
+            ),
+            (false, n) => format!(
+                "  [msg {}] sent → held by {}",
+                short_id(id),
+                plural(*n, "relay")
+            ),
+        },
         Output::Message {
             from,
             text,
@@ -343,13 +363,24 @@ pub fn json(o: &Output) -> String {
             "dropped_by_reason": s.dropped.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "held_messages": s.held_messages,
             "held_acks": s.held_acks,
+            "routed_acks": s.routed_acks,
             "outbox": s.outbox,
             "inbox": s.inbox,
+            "unshown": s.unshown,
+            "requests_open": s.requests.0,
+            "requests_queued": s.requests.1,
+            "write_batches": s.write_batches,
             "stores_sent": s.stores_sent,
             "acks_sent": s.acks_sent,
         }),
-        Output::Sent { id, to, relays } => json!({
+        Output::Sent {
+            id,
+            to,
+            relays,
+            direct,
+        } => json!({
             "event": "sent", "id": id.to_string(), "to": to.to_string(), "relays": relays,
+            "direct": direct,
         }),
         Output::Message {
             id,
@@ -378,7 +409,7 @@ pub fn json(o: &Output) -> String {
 /// Print every output until [`Output::Stopped`] or the channel closes.
 /// `external` prints above the user's prompt in interactive mode.
 pub fn print_loop(
-    mut outputs: mpsc::UnboundedReceiver<Output>,
+    mut outputs: mpsc::Receiver<Output>,
     format: Format,
     mut external: Option<Box<dyn rustyline::ExternalPrinter + Send>>,
 ) {
@@ -409,7 +440,7 @@ pub fn dispatch(
     line: &str,
     me: (Address, SocketAddr),
     commands: &mpsc::Sender<Command>,
-    outputs: &mpsc::UnboundedSender<Output>,
+    outputs: &mpsc::Sender<Output>,
 ) -> bool {
     let reply = match parse(line) {
         Ok(Input::Nothing) => return true,
@@ -433,7 +464,7 @@ pub fn dispatch(
         }
         Err(e) => Output::Error(e.to_string()),
     };
-    let _ = outputs.send(reply);
+    let _ = outputs.blocking_send(reply);
     true
 }
 
@@ -442,7 +473,7 @@ pub fn interactive(
     mut editor: rustyline::DefaultEditor,
     me: (Address, SocketAddr),
     commands: mpsc::Sender<Command>,
-    outputs: mpsc::UnboundedSender<Output>,
+    outputs: mpsc::Sender<Output>,
 ) {
     use rustyline::error::ReadlineError;
     loop {
@@ -460,7 +491,7 @@ pub fn interactive(
                 return;
             }
             Err(e) => {
-                let _ = outputs.send(Output::Error(format!("terminal: {e}")));
+                let _ = outputs.blocking_send(Output::Error(format!("terminal: {e}")));
                 let _ = commands.blocking_send(Command::Quit);
                 return;
             }
@@ -473,12 +504,12 @@ pub fn interactive(
 pub fn lines(
     me: (Address, SocketAddr),
     commands: mpsc::Sender<Command>,
-    outputs: mpsc::UnboundedSender<Output>,
+    outputs: mpsc::Sender<Output>,
 ) {
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else {
-            let _ = outputs.send(Output::Error("stdin is not valid UTF-8 text".into()));
+            let _ = outputs.blocking_send(Output::Error("stdin is not valid UTF-8 text".into()));
             continue;
         };
         if !dispatch(&line, me, &commands, &outputs) {

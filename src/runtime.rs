@@ -1,26 +1,30 @@
-//! The tokio driver: one UDP socket, one timer, one command channel around
-//! the sans-IO [`Node`].
+//! The tokio driver: one UDP socket, one timer, one command channel and the
+//! durable store around the sans-IO [`Node`].
 //!
-//! Each turn of the loop sends every pending transmit, forwards every event,
-//! then waits for the first of: a datagram, the node's next timeout, a
-//! command, or shutdown. A burst of datagrams is drained without waiting, but
-//! at most [`IO_LOOP_BOUND`] per turn, so timers and commands are never
-//! starved by a busy peer.
+//! Each turn of the loop lets the front end take as many received messages
+//! as its channel has room for, commits every pending write batch in one
+//! transaction (group commit) and reports it durable, which releases the
+//! replies and events that waited for it, sends every transmit and forwards
+//! every event; then it waits for the first of: datagrams (a burst is
+//! drained, at most [`IO_LOOP_BOUND`] per turn, so timers and commands are
+//! never starved), the node's next timeout, a command, room in the output
+//! channel, or shutdown. The wall clock is read with every input, so a
+//! suspended laptop or a stepped clock does not skew message times.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::address::Address;
-use crate::config::MAX_DATAGRAM;
-use crate::lookup::LookupResult;
-use crate::message::MessageId;
-use crate::node::{Event, Node};
-use crate::wire::Contact;
+use crate::control::{Command, Output, PeerRow, StatsReport};
+use crate::event::Event;
+use crate::node::{unix_ms, Node};
+use crate::store::{self, Store};
+use crate::wire::MAX_DATAGRAM;
 
 /// Datagrams handled per loop turn before timers and commands are served.
 pub const IO_LOOP_BOUND: usize = 64;
@@ -29,151 +33,17 @@ pub const IO_LOOP_BOUND: usize = 64;
 /// fan-out are not dropped before we read them.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
-/// What the user asks of the running node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Iterative lookup of an address.
-    Lookup(Address),
-    /// Send a text message.
-    Send {
-        /// Recipient.
-        to: Address,
-        /// The text.
-        text: String,
-    },
-    /// Show the routing table.
-    Peers,
-    /// Show counters.
-    Stats,
-    /// Stop the node.
-    Quit,
-}
+/// Capacity of the channel to the front end. Received messages are handed
+/// out only as it has room, so a front end that stops reading holds back at
+/// most this many; the rest wait, stored, in the node's inbox.
+pub const OUTPUT_CHANNEL: usize = 64;
 
-/// One routing-table row for `/peers`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerRow {
-    /// Bucket index (159 = farthest half of the address space).
-    pub bucket: usize,
-    /// The contact.
-    pub contact: Contact,
-    /// Time since it was last heard from.
-    pub last_seen: Duration,
-}
+/// Status outputs (not messages) kept while the front end is not reading;
+/// beyond it the node's own event queue holds them.
+const BACKLOG: usize = 256;
 
-/// Counters for `/stats`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatsReport {
-    /// Contacts in the routing table.
-    pub contacts: usize,
-    /// Datagrams received.
-    pub datagrams_in: u64,
-    /// Datagrams sent.
-    pub datagrams_out: u64,
-    /// Datagrams dropped, by reason.
-    pub dropped: Vec<(&'static str, u64)>,
-    /// Requests that got no answer.
-    pub rpc_timeouts: u64,
-    /// Lookups in progress.
-    pub lookups: usize,
-    /// Messages held for others (and our own undelivered ones).
-    pub held_messages: usize,
-    /// Acks kept as tombstones.
-    pub held_acks: usize,
-    /// Our messages not yet delivered.
-    pub outbox: usize,
-    /// Received messages remembered.
-    pub inbox: usize,
-    /// Message transfers (`Store` requests) sent.
-    pub stores_sent: u64,
-    /// Ack transfers sent.
-    pub acks_sent: u64,
-}
-
-/// Everything the runtime reports to the user interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// The socket is bound.
-    Ready {
-        /// This node's address.
-        address: Address,
-        /// The bound UDP endpoint.
-        listen: SocketAddr,
-    },
-    /// Started without bootstrap addresses: this is the first node.
-    Alone {
-        /// The bound UDP endpoint others can join through.
-        listen: SocketAddr,
-    },
-    /// Bootstrap worked.
-    Joined {
-        /// Contacts in the routing table.
-        contacts: usize,
-    },
-    /// No bootstrap address answered.
-    BootstrapFailed {
-        /// Addresses tried.
-        addrs: Vec<SocketAddr>,
-        /// Datagrams sent to each.
-        tries: u32,
-        /// Next round in.
-        retry_in: Duration,
-    },
-    /// A `/lookup` finished.
-    Lookup(LookupResult),
-    /// Answer to `/peers`.
-    Peers(Vec<PeerRow>),
-    /// Our message's first copies are placed.
-    Sent {
-        /// Message id.
-        id: MessageId,
-        /// Recipient.
-        to: Address,
-        /// Relays holding it.
-        relays: usize,
-    },
-    /// A message arrived.
-    Message {
-        /// Message id.
-        id: MessageId,
-        /// Sender.
-        from: Address,
-        /// Text (invalid UTF-8 replaced).
-        text: String,
-        /// Creation time, ms since the Unix epoch.
-        created_at_ms: u64,
-    },
-    /// The recipient's signed ack arrived.
-    Delivered {
-        /// Message id.
-        id: MessageId,
-        /// Recipient.
-        to: Address,
-        /// When the ack arrived, ms since the Unix epoch.
-        at_ms: u64,
-    },
-    /// Our message expired undelivered.
-    Expired {
-        /// Message id.
-        id: MessageId,
-    },
-    /// Answer to `/stats`.
-    Stats(StatsReport),
-    /// Answer to `/whoami`.
-    WhoAmI {
-        /// This node's address.
-        address: Address,
-        /// The bound UDP endpoint.
-        listen: SocketAddr,
-    },
-    /// Answer to `/help`.
-    Help,
-    /// Information for the user that is neither an error nor an event.
-    Notice(String),
-    /// Something the user asked for failed.
-    Error(String),
-    /// The node stopped.
-    Stopped,
-}
+/// After the store fails, wait this long before trying again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -203,170 +73,288 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, RuntimeError> {
     UdpSocket::from_std(socket.into()).map_err(err)
 }
 
-/// Drive `node` on `socket`, joining through `bootstrap`, until
+/// The driver's state between turns.
+struct Driver {
+    node: Node,
+    socket: UdpSocket,
+    store: Box<dyn Store>,
+    out: mpsc::Sender<Output>,
+    backlog: VecDeque<Output>,
+    store_retry: Option<Instant>,
+    store_failed: bool,
+}
+
+/// Drive `node` on `socket` with `store`, joining through `bootstrap`, until
 /// [`Command::Quit`] or SIGINT/SIGTERM. The command channel closing (end of
 /// input) does not stop the node.
 pub async fn run(
-    mut node: Node,
+    node: Node,
     socket: UdpSocket,
+    store: Box<dyn Store>,
     bootstrap: Vec<SocketAddr>,
     mut commands: mpsc::Receiver<Command>,
-    out: mpsc::UnboundedSender<Output>,
+    out: mpsc::Sender<Output>,
 ) -> io::Result<()> {
     let listen = socket.local_addr()?;
-    let _ = out.send(Output::Ready {
-        address: node.address(),
+    let mut d = Driver {
+        node,
+        socket,
+        store,
+        out,
+        backlog: VecDeque::new(),
+        store_retry: None,
+        store_failed: false,
+    };
+    d.output(Output::Ready {
+        address: d.node.address(),
         listen,
     });
     if bootstrap.is_empty() {
-        let _ = out.send(Output::Alone { listen });
+        d.output(Output::Alone { listen });
     } else {
-        node.bootstrap(Instant::now(), bootstrap);
+        d.node
+            .bootstrap(Instant::now(), SystemTime::now(), bootstrap);
     }
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut commands_open = true;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        flush(&mut node, &socket, &out).await;
-        let deadline = node
-            .poll_timeout()
+        d.turn().await;
+        let deadline = [d.node.poll_timeout(), d.store_retry]
+            .into_iter()
+            .flatten()
+            .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let waiting_for_room = !d.backlog.is_empty() || d.node.relay().unshown_count() > 0;
+        let out = d.out.clone();
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                receive(&mut node, received, &buf);
+            received = d.socket.recv_from(&mut buf) => {
+                d.receive(received, &buf);
                 // Drain what is already queued, up to the loop bound.
                 for _ in 1..IO_LOOP_BOUND {
-                    match socket.try_recv_from(&mut buf) {
+                    match d.socket.try_recv_from(&mut buf) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        received => receive(&mut node, received, &buf),
+                        received => d.receive(received, &buf),
                     }
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                node.handle_timeout(Instant::now());
+                d.node.handle_timeout(Instant::now(), SystemTime::now());
             }
             command = commands.recv(), if commands_open => match command {
                 Some(Command::Quit) => break,
-                Some(c) => execute(&mut node, c, &out),
+                Some(c) => d.execute(c),
                 // Input ended: keep serving the network until a signal.
                 None => commands_open = false,
             },
+            permit = out.reserve(), if waiting_for_room => {
+                // Room again: hand over the oldest waiting output.
+                if let (Ok(permit), Some(o)) = (permit, d.backlog.pop_front()) {
+                    permit.send(o);
+                }
+            }
             _ = &mut shutdown => break,
         }
     }
-    if !node.shutdown() {
-        let _ = out.send(Output::Error("could not save state on exit".into()));
+    d.node.shutdown();
+    d.turn().await;
+    if d.store_failed {
+        d.output(Output::Error("could not save state on exit".into()));
     }
-    flush(&mut node, &socket, &out).await;
-    let _ = out.send(Output::Stopped);
+    // Whatever the front end has not taken yet goes out before we stop.
+    for o in std::mem::take(&mut d.backlog) {
+        let _ = d.out.send(o).await;
+    }
+    let _ = d.out.send(Output::Stopped).await;
     Ok(())
 }
 
-fn receive(node: &mut Node, received: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
-    match received {
-        // A datagram longer than the buffer is truncated to MAX_DATAGRAM + 1
-        // bytes, which the node rejects as oversize.
-        Ok((n, from)) => node.handle_datagram(Instant::now(), from, &buf[..n]),
-        // ICMP errors surface here on some systems; they are not fatal.
-        Err(e) => debug!(error = %e, "recv failed"),
-    }
-}
-
-async fn flush(node: &mut Node, socket: &UdpSocket, out: &mpsc::UnboundedSender<Output>) {
-    while let Some(t) = node.poll_transmit() {
-        if let Err(e) = socket.send_to(&t.payload, t.to).await {
-            debug!(to = %t.to, error = %e, "send failed");
+impl Driver {
+    /// Everything between two waits: messages to the front end as it has
+    /// room, group commit, transmits, events.
+    async fn turn(&mut self) {
+        let room = self.out.capacity().saturating_sub(self.backlog.len());
+        self.node.set_message_credit(room);
+        self.commit();
+        while let Some(t) = self.node.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.payload, t.to).await {
+                debug!(to = %t.to, error = %e, "send failed");
+            }
+        }
+        while self.backlog.len() < BACKLOG {
+            let Some(event) = self.node.poll_event() else {
+                break;
+            };
+            let o = output_of(event);
+            self.output(o);
         }
     }
-    while let Some(event) = node.poll_event() {
-        let output = match event {
-            Event::Joined { contacts } => Output::Joined { contacts },
-            Event::BootstrapFailed {
-                addrs,
-                tries,
-                retry_in,
-            } => Output::BootstrapFailed {
-                addrs,
-                tries,
-                retry_in,
-            },
-            Event::LookupDone { result, .. } => Output::Lookup(result),
-            Event::MessageSent { id, to, relays } => Output::Sent { id, to, relays },
-            Event::MessageReceived {
-                id,
-                from,
-                body,
-                created_at_ms,
-            } => Output::Message {
-                id,
-                from,
-                text: String::from_utf8_lossy(&body).into_owned(),
-                created_at_ms,
-            },
-            Event::Delivered { id, to } => Output::Delivered {
-                id,
-                to,
-                at_ms: unix_ms(),
-            },
-            Event::MessageExpired { id } => Output::Expired { id },
-        };
-        if out.send(output).is_err() {
-            warn!("user interface is gone");
+
+    /// One durable transaction for everything the last inputs changed.
+    fn commit(&mut self) {
+        if self.store_retry.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.store_retry = None;
+        match store::commit(&mut self.node, self.store.as_mut()) {
+            Ok(_) => {
+                if self.store_failed {
+                    self.store_failed = false;
+                    self.output(Output::Notice("saving works again".into()));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "could not save state");
+                self.store_retry = Some(Instant::now() + STORE_RETRY);
+                if !self.store_failed {
+                    self.store_failed = true;
+                    self.output(Output::Error(format!(
+                        "could not save ({e}); nothing new is confirmed until saving works again"
+                    )));
+                }
+            }
         }
     }
-}
 
-/// Milliseconds since the Unix epoch now (0 if the clock is before it).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+    /// Queue an output for the front end without ever blocking the node.
+    fn output(&mut self, o: Output) {
+        if self.backlog.is_empty() {
+            match self.out.try_send(o) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(o)) => self.backlog.push_back(o),
+                Err(mpsc::error::TrySendError::Closed(_)) => warn!("user interface is gone"),
+            }
+        } else {
+            self.backlog.push_back(o);
+        }
+        while let Some(o) = self.backlog.pop_front() {
+            match self.out.try_send(o) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(o)) => {
+                    self.backlog.push_front(o);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
 
-fn execute(node: &mut Node, command: Command, out: &mpsc::UnboundedSender<Output>) {
-    let now = Instant::now();
-    let output = match command {
-        Command::Send { to, text } => match node.send(now, to, bytes::Bytes::from(text)) {
-            Ok(_) => return,
-            Err(e) => Output::Error(e.to_string()),
-        },
-        Command::Lookup(target) => match node.lookup(now, target) {
-            Ok(_) => return,
-            Err(e) => Output::Error(e.to_string()),
-        },
-        Command::Peers => Output::Peers(
-            node.table()
-                .buckets()
-                .flat_map(|(bucket, b)| {
-                    b.entries().iter().map(move |e| PeerRow {
-                        bucket,
-                        contact: e.contact,
-                        last_seen: now.saturating_duration_since(e.last_seen),
+    fn receive(&mut self, received: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
+        match received {
+            // A datagram longer than the buffer is truncated to MAX_DATAGRAM + 1
+            // bytes, which the node rejects as oversize.
+            Ok((n, from)) => {
+                self.node
+                    .handle_datagram(Instant::now(), SystemTime::now(), from, &buf[..n])
+            }
+            // ICMP errors surface here on some systems; they are not fatal.
+            Err(e) => debug!(error = %e, "recv failed"),
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let output = match command {
+            Command::Send { to, text } => {
+                match self.node.send(now, wall, to, bytes::Bytes::from(text)) {
+                    Ok(_) => return,
+                    Err(e) => Output::Error(e.to_string()),
+                }
+            }
+            Command::Lookup(target) => match self.node.lookup(now, wall, target) {
+                Ok(_) => return,
+                Err(e) => Output::Error(e.to_string()),
+            },
+            Command::Peers => Output::Peers(
+                self.node
+                    .table()
+                    .buckets()
+                    .flat_map(|(bucket, b)| {
+                        b.entries().iter().map(move |e| PeerRow {
+                            bucket,
+                            contact: e.contact,
+                            last_seen: now.saturating_duration_since(e.last_seen),
+                        })
                     })
-                })
-                .collect(),
-        ),
-        Command::Stats => {
-            let s = node.stats();
-            Output::Stats(StatsReport {
-                contacts: node.table().len(),
-                datagrams_in: s.datagrams_in,
-                datagrams_out: s.datagrams_out,
-                dropped: s.dropped.iter().map(|(k, v)| (*k, *v)).collect(),
-                rpc_timeouts: s.rpc_timeouts,
-                lookups: node.lookups_running(),
-                held_messages: node.held_count(),
-                held_acks: node.tombstone_count(),
-                outbox: node.outbox_pending(),
-                inbox: node.inbox_count(),
-                stores_sent: s.stores_sent,
-                acks_sent: s.acks_sent,
-            })
-        }
-        Command::Quit => return,
-    };
-    let _ = out.send(output);
+                    .collect(),
+            ),
+            Command::Stats => Output::Stats(stats(&self.node)),
+            Command::Quit => return,
+        };
+        self.output(output);
+    }
+}
+
+/// The `/stats` report of `node`.
+pub fn stats(node: &Node) -> StatsReport {
+    let s = node.stats();
+    let r = node.relay();
+    let mut dropped: Vec<(&'static str, u64)> =
+        s.dropped.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    dropped.sort();
+    StatsReport {
+        contacts: node.table().len(),
+        datagrams_in: s.datagrams_in,
+        datagrams_out: s.datagrams_out,
+        dropped,
+        rpc_timeouts: s.rpc_timeouts,
+        requests: node.requests(),
+        lookups: node.lookups_running(),
+        held_messages: r.held_count(),
+        held_acks: r.tombstone_count(),
+        routed_acks: r.routing_acks(),
+        outbox: r.outbox_pending(),
+        inbox: r.inbox_count(),
+        unshown: r.unshown_count(),
+        stores_sent: s.stores_sent,
+        acks_sent: s.acks_sent,
+        write_batches: s.write_batches,
+    }
+}
+
+fn output_of(event: Event) -> Output {
+    match event {
+        Event::Joined { contacts } => Output::Joined { contacts },
+        Event::BootstrapFailed {
+            addrs,
+            tries,
+            retry_in,
+        } => Output::BootstrapFailed {
+            addrs,
+            tries,
+            retry_in,
+        },
+        Event::LookupDone { result, .. } => Output::Lookup(result),
+        Event::MessageSent {
+            id,
+            to,
+            relays,
+            direct,
+        } => Output::Sent {
+            id,
+            to,
+            relays,
+            direct,
+        },
+        Event::MessageReceived {
+            id,
+            from,
+            body,
+            created_at_ms,
+        } => Output::Message {
+            id,
+            from,
+            text: String::from_utf8_lossy(&body).into_owned(),
+            created_at_ms,
+        },
+        Event::Delivered { id, to } => Output::Delivered {
+            id,
+            to,
+            at_ms: unix_ms(SystemTime::now()),
+        },
+        Event::MessageExpired { id } => Output::Expired { id },
+    }
 }
 
 async fn shutdown_signal() {

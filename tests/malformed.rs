@@ -3,14 +3,27 @@
 //! PING afterwards.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use comm::config::MAX_DATAGRAM;
 use comm::identity::proof_message;
-use comm::wire::{self, proto, Body, Packet, Proof};
+use comm::wire::{self, proto, Body, Packet, Proof, MAX_DATAGRAM};
 use comm::{Address, Config, Identity, Node};
 use prost::Message;
+
+fn wall() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(comm::node::DEFAULT_EPOCH_MS)
+}
+
+/// Drops counted under the counter named `reason`.
+fn dropped(node: &Node, reason: &str) -> u64 {
+    node.stats()
+        .dropped
+        .iter()
+        .filter(|(k, _)| k.as_str() == reason)
+        .map(|(_, n)| *n)
+        .sum()
+}
 
 fn raw_ping() -> proto::Packet {
     proto::Packet {
@@ -156,12 +169,12 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 fn malformed_datagrams_are_dropped_counted_and_harmless() {
     let now = Instant::now();
     let me = Identity::from_seed([1; 32]);
-    let mut node = Node::new(Config::default(), me, [3; 32], now);
+    let mut node = Node::new(Config::default(), me, [3; 32], now).expect("config");
     let peer: SocketAddr = "10.9.9.9:4000".parse().unwrap();
     for (name, bytes, reason) in cases() {
-        let before = node.stats().dropped.get(reason).copied().unwrap_or(0);
-        node.handle_datagram(now, peer, &bytes);
-        let after = node.stats().dropped.get(reason).copied().unwrap_or(0);
+        let before = dropped(&node, reason);
+        node.handle_datagram(now, wall(), peer, &bytes);
+        let after = dropped(&node, reason);
         assert_eq!(after, before + 1, "{name}: not counted as {reason}");
         assert!(node.poll_transmit().is_none(), "{name}: was answered");
     }
@@ -175,10 +188,10 @@ fn malformed_datagrams_are_dropped_counted_and_harmless() {
         proof: None,
         body: Body::Ping,
     });
-    node.handle_datagram(now, peer, &ping);
+    node.handle_datagram(now, wall(), peer, &ping);
     let reply = node.poll_transmit().expect("a pong");
     assert_eq!(reply.to, peer);
-    let pong = wire::decode(&reply.payload, 8).expect("valid pong");
+    let pong = wire::decode(&reply.payload).expect("valid pong");
     assert_eq!(pong.txid, 1234);
     assert!(matches!(pong.body, Body::Pong { observed: Some(a) } if a == peer));
     assert!(pong.proof.is_some());
@@ -192,11 +205,12 @@ fn a_pong_with_a_bad_signature_is_dropped_and_counted() {
         Identity::from_seed([1; 32]),
         [3; 32],
         now,
-    );
+    )
+    .expect("config");
     let peer: SocketAddr = "10.9.9.9:4000".parse().unwrap();
-    node.bootstrap(now, vec![peer]);
+    node.bootstrap(now, wall(), vec![peer]);
     let ping = node.poll_transmit().expect("bootstrap ping");
-    let request = wire::decode(&ping.payload, 8).expect("valid ping");
+    let request = wire::decode(&ping.payload).expect("valid ping");
     let challenge = request.challenge.expect("challenge");
     let them = Identity::from_seed([2; 32]);
     let mut signature = them.sign(&proof_message(&challenge)).to_bytes();
@@ -211,8 +225,8 @@ fn a_pong_with_a_bad_signature_is_dropped_and_counted() {
         }),
         body: Body::Pong { observed: None },
     });
-    node.handle_datagram(now, peer, &forged);
-    assert_eq!(node.stats().dropped.get("bad_signature"), Some(&1));
+    node.handle_datagram(now, wall(), peer, &forged);
+    assert_eq!(dropped(&node, "bad_signature"), 1);
     assert!(node.table().is_empty());
     // A proof signed for another challenge fails the same way.
     let replayed = wire::encode(&Packet {
@@ -225,7 +239,7 @@ fn a_pong_with_a_bad_signature_is_dropped_and_counted() {
         }),
         body: Body::Pong { observed: None },
     });
-    node.handle_datagram(now, peer, &replayed);
-    assert_eq!(node.stats().dropped.get("bad_signature"), Some(&2));
+    node.handle_datagram(now, wall(), peer, &replayed);
+    assert_eq!(dropped(&node, "bad_signature"), 2);
     assert!(node.table().is_empty());
 }

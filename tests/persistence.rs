@@ -1,26 +1,35 @@
 //! A node that crashes (is dropped without shutdown) keeps every message it
-//! confirmed and every ack it accepted, and resumes relaying on restart.
+//! confirmed, every ack it accepted and every message it received, with
+//! redb as the disk, and resumes relaying on restart.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use comm::message::{Ack, Envelope};
 use comm::node::DEFAULT_EPOCH_MS;
-use comm::store::RedbStore;
+use comm::store::{self, RedbStore, Store};
 use comm::wire::{self, Body, Packet, StoreStatus};
-use comm::{Config, Identity, Node};
+use comm::{Config, Event, Identity, Node};
 
-fn node(now: Instant, path: &std::path::Path) -> Node {
+fn wall() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(DEFAULT_EPOCH_MS)
+}
+
+/// A node with seed `seed` started from the database at `path`.
+fn start(seed: u8, now: Instant, path: &std::path::Path) -> (Node, RedbStore) {
     let mut n = Node::new(
         Config::default(),
-        Identity::from_seed([1; 32]),
+        Identity::from_seed([seed; 32]),
         [2; 32],
         now,
-    );
-    let store = RedbStore::open(path).expect("open store");
-    n.attach_store(now, Box::new(store)).expect("restore");
-    n
+    )
+    .expect("config");
+    let mut disk = RedbStore::open(path).expect("open store");
+    let snapshot = disk.load().expect("load");
+    n.restore(now, wall(), &snapshot);
+    store::commit(&mut n, &mut disk).expect("commit");
+    (n, disk)
 }
 
 fn request(from: &Identity, txid: u64, body: Body) -> Vec<u8> {
@@ -34,12 +43,18 @@ fn request(from: &Identity, txid: u64, body: Body) -> Vec<u8> {
     .to_vec()
 }
 
+/// Feed a datagram and commit, as the runtime does per receive batch.
+fn feed(n: &mut Node, disk: &mut RedbStore, now: Instant, from: SocketAddr, bytes: &[u8]) {
+    n.handle_datagram(now, wall(), from, bytes);
+    store::commit(n, disk).expect("commit");
+}
+
 fn reply_status(n: &mut Node) -> StoreStatus {
     while let Some(t) = n.poll_transmit() {
         if let Ok(Packet {
             body: Body::Stored { status, .. },
             ..
-        }) = wire::decode(&t.payload, 8)
+        }) = wire::decode(&t.payload)
         {
             return status;
         }
@@ -67,13 +82,19 @@ fn confirmed_messages_and_accepted_acks_survive_a_crash() {
     };
     let (kept, acked) = (envelope("kept"), envelope("acked"));
 
-    let mut first = node(now, &path);
+    let (mut first, mut disk) = start(1, now, &path);
     for (txid, e) in [(1, &kept), (2, &acked)] {
         let store = Body::Store {
             envelope: Box::new(e.clone()),
             hops_left: 2,
         };
-        first.handle_datagram(now, peer, &request(&author, txid, store));
+        feed(
+            &mut first,
+            &mut disk,
+            now,
+            peer,
+            &request(&author, txid, store),
+        );
         assert_eq!(reply_status(&mut first), StoreStatus::Held);
     }
     let ack = Ack::sign(&reader, &acked);
@@ -81,22 +102,67 @@ fn confirmed_messages_and_accepted_acks_survive_a_crash() {
         ack: Box::new(ack),
         hops_left: 0,
     };
-    first.handle_datagram(now, peer, &request(&reader, 3, body));
+    feed(&mut first, &mut disk, now, peer, &request(&reader, 3, body));
     assert!(first.holds(&kept.id()) && !first.holds(&acked.id()));
-    drop(first); // a crash: no shutdown, nothing flushed on the way out
+    // A crash: no shutdown, nothing flushed on the way out.
+    drop(first);
+    drop(disk);
 
     let later = now + Duration::from_secs(5);
-    let mut second = node(later, &path);
+    let (mut second, mut disk) = start(1, later, &path);
     assert!(second.holds(&kept.id()), "confirmed message lost");
     assert!(!second.holds(&acked.id()), "acknowledged message came back");
-    assert_eq!(second.tombstone_count(), 1, "accepted ack lost");
+    assert_eq!(second.relay().tombstone_count(), 1, "accepted ack lost");
     // A late copy of the acknowledged message meets the ack.
     let late = Body::Store {
         envelope: Box::new(acked.clone()),
         hops_left: 2,
     };
-    second.handle_datagram(later, peer, &request(&author, 4, late));
+    feed(
+        &mut second,
+        &mut disk,
+        later,
+        peer,
+        &request(&author, 4, late),
+    );
     assert!(matches!(reply_status(&mut second), StoreStatus::Acknowledged(a) if *a == ack));
     // The restored message's retries are scheduled at once.
     assert!(second.poll_timeout().is_some_and(|t| t <= later));
+}
+
+#[test]
+fn a_recipient_that_crashes_before_showing_shows_on_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("comm.redb");
+    let now = Instant::now();
+    let author = Identity::from_seed([7; 32]);
+    let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+    let (mut me, mut disk) = start(1, now, &path);
+    // The front end takes nothing (a stalled terminal).
+    me.set_message_credit(0);
+    let e = Envelope::sign(
+        &author,
+        me.address(),
+        DEFAULT_EPOCH_MS,
+        3600,
+        4,
+        Bytes::from_static(b"do not lose me"),
+    );
+    let store = Body::Store {
+        envelope: Box::new(e.clone()),
+        hops_left: 0,
+    };
+    feed(&mut me, &mut disk, now, peer, &request(&author, 1, store));
+    assert!(matches!(reply_status(&mut me), StoreStatus::Delivered(_)));
+    assert_eq!(me.poll_event(), None);
+    drop(me);
+    drop(disk);
+
+    let (mut again, _disk) = start(1, now, &path);
+    let shown: Vec<Event> = std::iter::from_fn(|| again.poll_event()).collect();
+    assert!(
+        matches!(&shown[..], [Event::MessageReceived { id, body, .. }]
+            if *id == e.id() && body == e.body()),
+        "{shown:?}"
+    );
 }

@@ -18,6 +18,17 @@ struct Outcome {
     mean_rounds: f64,
     mean_rpcs: f64,
     done: usize,
+    /// Virtual time each lookup took, sorted.
+    times: Vec<Duration>,
+}
+
+impl Outcome {
+    fn p95(&self) -> Duration {
+        self.times
+            .get(self.times.len() * 95 / 100)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 /// Run `LOOKUPS` lookups of random ids from random online nodes, one at a
@@ -25,9 +36,11 @@ struct Outcome {
 fn measure(sim: &mut Sim, rng: &mut StdRng, k: usize) -> Outcome {
     let online: Vec<usize> = (0..sim.len()).filter(|&i| sim.is_online(i)).collect();
     let (mut exact, mut found, mut rounds, mut rpcs, mut done) = (0, 0usize, 0u64, 0u64, 0);
+    let mut times = Vec::new();
     for _ in 0..LOOKUPS {
         let from = online[rng.gen_range(0..online.len())];
         let target = Address::random(rng);
+        let started = sim.elapsed();
         let id = sim.lookup(from, target).expect("lookup starts");
         let mut result = None;
         sim.run_while(Duration::from_secs(120), |s| {
@@ -35,6 +48,7 @@ fn measure(sim: &mut Sim, rng: &mut StdRng, k: usize) -> Outcome {
                 *n == from && matches!(e, Event::LookupDone { id: got, .. } if *got == id)
             })
         });
+        times.push(sim.elapsed() - started);
         for (node, e) in sim.take_events() {
             if let Event::LookupDone { id: got, result: r } = e {
                 if node == from && got == id {
@@ -60,13 +74,26 @@ fn measure(sim: &mut Sim, rng: &mut StdRng, k: usize) -> Outcome {
         mean_rounds: rounds as f64 / done.max(1) as f64,
         mean_rpcs: rpcs as f64 / done.max(1) as f64,
         done,
+        times: {
+            times.sort();
+            times
+        },
     }
 }
 
 #[test]
 fn lookups_on_1000_nodes_find_the_true_closest_even_with_30_percent_gone() {
-    let config = Config::default();
-    let k = config.k;
+    // COMM_NO_SOFT_TIMEOUT=1 measures the same run without soft timeouts,
+    // for BENCHMARKS.md.
+    let config = if std::env::var_os("COMM_NO_SOFT_TIMEOUT").is_some() {
+        Config {
+            soft_timeout_min: Duration::from_secs(1),
+            ..Config::default()
+        }
+    } else {
+        Config::default()
+    };
+    let k = config.k.get();
     let mut sim = Sim::new(SimConfig {
         seed: 42,
         ..SimConfig::default()
@@ -93,9 +120,14 @@ fn lookups_on_1000_nodes_find_the_true_closest_even_with_30_percent_gone() {
 
     let all = measure(&mut sim, &mut rng, k);
     println!(
-        "1000 nodes, all online: {}/{} exact, recall {:.4}, mean rounds {:.2}, mean RPCs {:.1}",
-        all.exact, LOOKUPS, all.recall, all.mean_rounds, all.mean_rpcs
+        "1000 nodes, all online: {}/{} exact, recall {:.4}, mean rounds {:.2}, mean RPCs {:.1}, p95 time {:?}",
+        all.exact, LOOKUPS, all.recall, all.mean_rounds, all.mean_rpcs, all.p95()
     );
+    let (soft, slow, late) = (0..sim.len()).fold((0, 0, 0), |(a, b, c), i| {
+        let s = sim.node(i).stats();
+        (a + s.soft_timeouts, b + s.slow_answers, c + s.late_answers)
+    });
+    println!("soft timeouts {soft}, slow answers {slow}, late answers {late}");
     assert_eq!(all.done, LOOKUPS, "every lookup terminates");
     assert!(
         all.exact * 100 >= LOOKUPS * 99,
@@ -115,8 +147,18 @@ fn lookups_on_1000_nodes_find_the_true_closest_even_with_30_percent_gone() {
     }
     let churn = measure(&mut sim, &mut rng, k);
     println!(
-        "1000 nodes, 30% gone: {}/{} exact, recall {:.4}, mean rounds {:.2}, mean RPCs {:.1}",
-        churn.exact, LOOKUPS, churn.recall, churn.mean_rounds, churn.mean_rpcs
+        "1000 nodes, 30% gone: {}/{} exact, recall {:.4}, mean rounds {:.2}, mean RPCs {:.1}, p95 time {:?}",
+        churn.exact, LOOKUPS, churn.recall, churn.mean_rounds, churn.mean_rpcs, churn.p95()
+    );
+    let (soft2, slow2, late2) = (0..sim.len()).fold((0, 0, 0), |(a, b, c), i| {
+        let s = sim.node(i).stats();
+        (a + s.soft_timeouts, b + s.slow_answers, c + s.late_answers)
+    });
+    println!(
+        "soft timeouts {}, slow answers {}, late answers {}",
+        soft2 - soft,
+        slow2 - slow,
+        late2 - late
     );
     assert_eq!(churn.done, LOOKUPS, "every lookup terminates");
     assert!(

@@ -59,8 +59,8 @@ fn a_message_waits_12_hours_for_its_recipient_then_every_copy_is_purged() {
     let to = sim.node(recipient).address();
     let sender = 17;
     let id = sim
-        .with_node(sender, |n, now| {
-            n.send(now, to, Bytes::from_static(b"Hi there!"))
+        .with_node(sender, |n, now, wall| {
+            n.send(now, wall, to, Bytes::from_static(b"Hi there!"))
         })
         .expect("send");
 
@@ -115,7 +115,7 @@ fn a_message_waits_12_hours_for_its_recipient_then_every_copy_is_purged() {
     // Flooding would cost at least one transfer per node (500); copies
     // gather at the k closest instead of spreading.
     assert!(transfers <= 100, "{transfers} transfers");
-    assert!(peak <= 2 * config.k, "peak {peak} copies");
+    assert!(peak <= 2 * config.k.get(), "peak {peak} copies");
 }
 
 #[test]
@@ -129,8 +129,8 @@ fn an_undeliverable_message_is_gone_after_its_ttl_and_within_budget() {
     let to = sim.node(recipient).address();
     let sender = 3;
     let id = sim
-        .with_node(sender, |n, now| {
-            n.send(now, to, Bytes::from_static(b"anyone?"))
+        .with_node(sender, |n, now, wall| {
+            n.send(now, wall, to, Bytes::from_static(b"anyone?"))
         })
         .expect("send");
     sim.run_for(Duration::from_secs(3600));
@@ -196,8 +196,8 @@ fn forged_acks_purge_nothing() {
     let to = sim.node(recipient).address();
     let sender = 4;
     let id = sim
-        .with_node(sender, |n, now| {
-            n.send(now, to, Bytes::from_static(b"secret plans"))
+        .with_node(sender, |n, now, wall| {
+            n.send(now, wall, to, Bytes::from_static(b"secret plans"))
         })
         .expect("send");
     sim.run_for(Duration::from_secs(120));
@@ -250,10 +250,7 @@ fn forged_acks_purge_nothing() {
         .map(|&h| {
             sim.node(h)
                 .stats()
-                .dropped
-                .get("forged_ack")
-                .copied()
-                .unwrap_or(0)
+                .dropped(comm::drops::DropReason::ForgedAck)
         })
         .sum();
     assert_eq!(forged, 2 * holders.len() as u64);
@@ -317,7 +314,7 @@ fn twenty_copies_are_shown_once_and_relayed_once_per_peer() {
     let sent = sim.node(relay).stats().stores_sent - before;
     assert!(sent >= 1, "relayed");
     assert!(
-        sent <= config.k as u64,
+        sent <= config.k.get() as u64,
         "{sent} stores for 20 copies: more than one per peer"
     );
 }

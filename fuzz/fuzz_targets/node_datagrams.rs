@@ -1,6 +1,7 @@
 //! A whole `comm::Node` driven by a sequence of records cut out of the fuzz
-//! input. It must never panic, and every datagram it sends must fit
-//! `MAX_DATAGRAM` and decode.
+//! input. It must never panic, every datagram it sends must fit
+//! `MAX_DATAGRAM` and decode, and its write batches are made durable by an
+//! in-memory store that fails when told to.
 //!
 //! Framing (examples/fuzz_corpus.rs writes seeds in it; keep the two in step):
 //!
@@ -11,7 +12,7 @@
 //! step   := milliseconds the clock advances before the record, capped at 10 000
 //! op     := low nibble: peer index p into PEERS (the datagram's source)
 //!           high nibble: kind
-//!             0 (and 3..=15) datagram: payload is delivered as-is from PEERS[p];
+//!             0 (and 5..=15) datagram: payload is delivered as-is from PEERS[p];
 //!                            an empty payload only advances the clock
 //!             1 answer:   the harness answers, as peer p (identity
 //!                         Identity::from_seed([0x10 + p; 32])), a request the
@@ -25,6 +26,9 @@
 //!             2 command:  payload[0] bit 0 = 0: bootstrap(PEERS[b & 15] for each
 //!                         b in payload[1..], at most 8); = 1: lookup(target =
 //!                         payload[1..21], zero-padded)
+//!             3 disk:     the next commit fails (the one after succeeds)
+//!             4 credit:   the front end takes payload[0] more messages
+//!                         (255: unlimited again)
 //! ```
 //!
 //! Before each record the clock advances by `step`; if `poll_timeout` is due,
@@ -38,9 +42,13 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use comm::config::MAX_DATAGRAM;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use comm::identity::proof_message;
-use comm::wire::{self, Body, Contact, Packet, Proof};
+use comm::node::DEFAULT_EPOCH_MS;
+use comm::store::{self, MemoryStore, Store, StoreError};
+use comm::wire::records::{Snapshot, WriteBatch};
+use comm::wire::{self, Body, Contact, Packet, Proof, MAX_DATAGRAM};
 use comm::{Address, Config, Identity, Node};
 use libfuzzer_sys::fuzz_target;
 
@@ -94,15 +102,41 @@ fn fixtures() -> &'static Fixtures {
     })
 }
 
+/// A disk that fails on demand.
+#[derive(Default)]
+struct Disk {
+    inner: MemoryStore,
+    fail_next: bool,
+}
+
+impl Store for Disk {
+    fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(StoreError::Db("fuzzed failure".into()));
+        }
+        self.inner.apply(batch)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+}
+
 struct Harness {
     node: Node,
     now: Instant,
+    start: Instant,
+    disk: Disk,
     pending: Vec<(SocketAddr, Packet)>,
 }
 
 impl Harness {
+    fn wall(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(DEFAULT_EPOCH_MS) + (self.now - self.start)
+    }
+
     fn drain(&mut self) {
-        let k = self.node.config().k;
+        let _ = store::commit(&mut self.node, &mut self.disk);
         while let Some(t) = self.node.poll_transmit() {
             assert!(
                 t.payload.len() <= MAX_DATAGRAM,
@@ -110,7 +144,7 @@ impl Harness {
                 t.payload.len(),
                 t.to
             );
-            let packet = match wire::decode(&t.payload, k) {
+            let packet = match wire::decode(&t.payload) {
                 Ok(p) => p,
                 Err(e) => panic!("node sent an undecodable datagram ({e}) to {}", t.to),
             };
@@ -146,7 +180,7 @@ impl Harness {
                     .get(2..)
                     .unwrap_or_default()
                     .iter()
-                    .take(self.node.config().k)
+                    .take(self.node.config().k.get())
                     .map(|&b| {
                         let q = usize::from(b & 15);
                         let id = if b & 0x10 != 0 {
@@ -177,7 +211,8 @@ impl Harness {
             body,
         };
         let bytes = wire::encode(&reply);
-        self.node.handle_datagram(self.now, from, &bytes);
+        let wall = self.wall();
+        self.node.handle_datagram(self.now, wall, from, &bytes);
     }
 
     fn command(&mut self, payload: &[u8]) {
@@ -190,13 +225,15 @@ impl Harness {
                 .take(8)
                 .map(|&b| peer_addr(usize::from(b)))
                 .collect();
-            self.node.bootstrap(self.now, addrs);
+            let wall = self.wall();
+            self.node.bootstrap(self.now, wall, addrs);
         } else {
             let mut target = [0u8; 20];
             let n = rest.len().min(20);
             target[..n].copy_from_slice(&rest[..n]);
             // Refused when too many lookups run; that is fine here.
-            let _ = self.node.lookup(self.now, Address(target));
+            let wall = self.wall();
+            let _ = self.node.lookup(self.now, wall, Address(target));
         }
     }
 }
@@ -204,9 +241,14 @@ impl Harness {
 fuzz_target!(|data: &[u8]| {
     let f = fixtures();
     let start = Instant::now();
+    let Ok(node) = Node::new(Config::default(), f.node.clone(), [2; 32], start) else {
+        return;
+    };
     let mut h = Harness {
-        node: Node::new(Config::default(), f.node.clone(), [2; 32], start),
+        node,
         now: start,
+        start,
+        disk: Disk::default(),
         pending: Vec::new(),
     };
     let mut elapsed = Duration::ZERO;
@@ -225,7 +267,8 @@ fuzz_target!(|data: &[u8]| {
         elapsed += Duration::from_millis(step);
         h.now = start + elapsed;
         if h.node.poll_timeout().is_some_and(|t| t <= h.now) {
-            h.node.handle_timeout(h.now);
+            let wall = h.wall();
+            h.node.handle_timeout(h.now, wall);
             h.drain();
         }
 
@@ -233,8 +276,17 @@ fuzz_target!(|data: &[u8]| {
         match op >> 4 {
             1 => h.answer(p, payload),
             2 => h.command(payload),
+            3 => h.disk.fail_next = true,
+            4 => {
+                let n = payload.first().copied().unwrap_or(0);
+                h.node
+                    .set_message_credit(if n == 255 { usize::MAX } else { usize::from(n) });
+            }
             _ if payload.is_empty() => {}
-            _ => h.node.handle_datagram(h.now, peer_addr(p), payload),
+            _ => {
+                let wall = h.wall();
+                h.node.handle_datagram(h.now, wall, peer_addr(p), payload)
+            }
         }
         h.drain();
     }

@@ -1,5 +1,5 @@
 //! Build a valid `wire::Packet` from the fuzz input, encode it, and check that
-//! it fits `MAX_DATAGRAM` and decodes (k = 8) to the very same packet.
+//! it fits `MAX_DATAGRAM` and decodes to the very same packet.
 //!
 //! Input layout (read front to back; missing bytes read as zero, so every
 //! input gives a packet; trailing bytes are ignored):
@@ -25,9 +25,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use comm::config::MAX_DATAGRAM;
 use comm::identity::proof_message;
-use comm::wire::{decode, encode, Body, Contact, Packet, Proof};
+use comm::wire::{decode, encode, Body, Contact, Packet, Proof, MAX_DATAGRAM};
 use comm::{Address, Identity};
 use libfuzzer_sys::fuzz_target;
 
@@ -110,5 +109,5 @@ fuzz_target!(|data: &[u8]| {
         "{} bytes for {packet:?}",
         bytes.len()
     );
-    assert_eq!(decode(&bytes, 8), Ok(packet));
+    assert_eq!(decode(&bytes), Ok(packet));
 });

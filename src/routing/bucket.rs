@@ -84,20 +84,43 @@ impl Bucket {
     }
 
     /// Remove entry `i` and fill the slot from the pending candidate or the
-    /// newest replacement. Returns the removed contact.
-    pub(crate) fn evict_at(&mut self, i: usize, now: Instant) -> Contact {
-        let removed = self.entries.remove(i).contact;
-        let next = match self.pending.take() {
-            Some(p) => Some(p.candidate),
-            None => self.replacements.pop_back(),
+    /// newest replacement that still respects the prefix limit. Returns
+    /// whether the slot was filled.
+    pub(crate) fn evict_at(&mut self, i: usize, now: Instant, max_per_prefix: usize) -> bool {
+        self.entries.remove(i);
+        let fits = |entries: &[Entry], c: &Contact| match super::prefix(&c.addr) {
+            None => true,
+            Some(p) => {
+                entries
+                    .iter()
+                    .filter(|e| super::prefix(&e.contact.addr) == Some(p))
+                    .count()
+                    < max_per_prefix
+            }
         };
-        if let Some(c) = next {
-            self.entries.push(Entry {
-                contact: c,
-                last_seen: now,
-                failures: 0,
-            });
+        let mut next = self.pending.take().map(|p| p.candidate);
+        if next.is_some_and(|c| !fits(&self.entries, &c)) {
+            next = None;
         }
-        removed
+        if next.is_none() {
+            if let Some(j) = self
+                .replacements
+                .iter()
+                .rposition(|c| fits(&self.entries, c))
+            {
+                next = self.replacements.remove(j);
+            }
+        }
+        match next {
+            Some(c) => {
+                self.entries.push(Entry {
+                    contact: c,
+                    last_seen: now,
+                    failures: 0,
+                });
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -19,33 +19,88 @@ pub enum Insert {
     /// It took a free slot.
     Added,
     /// It was already there; now most recently seen.
-    Updated,
-    /// The bucket is full: the caller must ping `oldest`, then report the
-    /// result with [`RoutingTable::ping_result`].
+    Updated {
+        /// It proved itself at a different endpoint than recorded.
+        moved: bool,
+    },
+    /// The bucket is full and its oldest entry has not been heard from
+    /// recently: the caller must ping `oldest`, then report the result
+    /// with [`RoutingTable::ping_result`].
     PingOldest {
         /// The least recently seen entry.
         oldest: Contact,
     },
-    /// The bucket is full and already checking its oldest: cached as a replacement.
+    /// The bucket is full and its oldest entry is fresh, already being
+    /// checked, or the check rate is spent: cached as a replacement.
     Cached,
     /// Refused: our own address, or too many contacts from its network prefix.
     Rejected,
+}
+
+/// The routing table's policy (from `Config`).
+#[derive(Clone, Debug)]
+pub struct TablePolicy {
+    /// Contacts per bucket.
+    pub k: usize,
+    /// Replacement-cache entries per bucket.
+    pub replacement_cache: usize,
+    /// Contacts per network prefix in one bucket.
+    pub max_per_prefix: usize,
+    /// An oldest entry heard from within this long is not checked.
+    pub contact_fresh: Duration,
+    /// Liveness checks per second (and burst), table-wide.
+    pub liveness_checks_per_sec: u32,
+}
+
+impl TablePolicy {
+    /// The policy a node's `Config` asks for.
+    pub fn from_config(c: &crate::config::Config) -> TablePolicy {
+        TablePolicy {
+            k: c.k.get(),
+            replacement_cache: c.replacement_cache,
+            max_per_prefix: c.max_per_prefix,
+            contact_fresh: c.contact_fresh,
+            liveness_checks_per_sec: c.liveness_checks_per_sec,
+        }
+    }
+}
+
+/// A token bucket bounding liveness checks.
+#[derive(Clone, Debug)]
+struct CheckRate {
+    per_sec: u32,
+    tokens: f64,
+    at: Instant,
+}
+
+impl CheckRate {
+    fn take(&mut self, now: Instant) -> bool {
+        let cap = f64::from(self.per_sec);
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * cap).min(cap);
+        self.at = self.at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// 160 buckets of at most `k` contacts each.
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     me: Address,
-    k: usize,
-    replacement_cap: usize,
-    max_per_prefix: usize,
+    policy: TablePolicy,
     buckets: Vec<Bucket>,
     len: usize,
+    checks: CheckRate,
 }
 
 /// The network prefix used for the per-bucket sybil limit: /24 for IPv4,
 /// /48 for IPv6; loopback addresses are exempt (`None`).
-fn prefix(addr: &SocketAddr) -> Option<[u8; 6]> {
+pub(crate) fn prefix(addr: &SocketAddr) -> Option<[u8; 6]> {
     match addr.ip() {
         IpAddr::V4(v4) if !v4.is_loopback() => {
             let o = v4.octets();
@@ -61,21 +116,54 @@ fn prefix(addr: &SocketAddr) -> Option<[u8; 6]> {
 
 impl RoutingTable {
     /// An empty table for node `me`.
-    pub fn new(
-        me: Address,
-        k: usize,
-        replacement_cap: usize,
-        max_per_prefix: usize,
-        now: Instant,
-    ) -> Self {
+    pub fn new(me: Address, policy: TablePolicy, now: Instant) -> Self {
         RoutingTable {
             me,
-            k,
-            replacement_cap,
-            max_per_prefix,
+            checks: CheckRate {
+                per_sec: policy.liveness_checks_per_sec,
+                tokens: f64::from(policy.liveness_checks_per_sec),
+                at: now,
+            },
+            policy,
             buckets: (0..ADDRESS_BITS).map(|_| Bucket::new(now)).collect(),
             len: 0,
         }
+    }
+
+    fn prefix_full(&self, index: usize, addr: &SocketAddr, except: Option<&Address>) -> bool {
+        let Some(p) = prefix(addr) else {
+            return false;
+        };
+        let same = self.buckets[index]
+            .entries
+            .iter()
+            .filter(|e| Some(&e.contact.id) != except && prefix(&e.contact.addr) == Some(p))
+            .count();
+        same >= self.policy.max_per_prefix
+    }
+
+    /// Whether a verified `contact` would be placed or would set off a
+    /// liveness check now: worth challenging an unknown requester for.
+    /// A contact that would only wait in a replacement cache is not.
+    pub fn worth_verifying(&self, contact: &Contact, now: Instant) -> bool {
+        let Some(index) = self.me.bucket_index(&contact.id) else {
+            return false;
+        };
+        let bucket = &self.buckets[index];
+        if bucket.position(&contact.id).is_some() {
+            // Known, at another endpoint: it may have moved.
+            return true;
+        }
+        if self.prefix_full(index, &contact.addr, None) {
+            return false;
+        }
+        if bucket.entries.len() < self.policy.k {
+            return true;
+        }
+        bucket.pending.is_none()
+            && bucket.entries.first().is_some_and(|oldest| {
+                now.saturating_duration_since(oldest.last_seen) >= self.policy.contact_fresh
+            })
     }
 
     /// Number of contacts in all buckets.
@@ -109,24 +197,29 @@ impl RoutingTable {
         let Some(index) = self.me.bucket_index(&contact.id) else {
             return Insert::Rejected;
         };
-        let (k, cap, max_prefix) = (self.k, self.replacement_cap, self.max_per_prefix);
-        let bucket = &mut self.buckets[index];
-        if let Some(i) = bucket.position(&contact.id) {
-            // A fresh proof from a new endpoint means the node moved.
-            bucket.entries[i].contact.addr = contact.addr;
-            bucket.touch_at(i, now);
-            return Insert::Updated;
-        }
-        if let Some(p) = prefix(&contact.addr) {
-            let same = bucket
-                .entries
-                .iter()
-                .filter(|e| prefix(&e.contact.addr) == Some(p))
-                .count();
-            if same >= max_prefix {
+        if let Some(i) = self.buckets[index].position(&contact.id) {
+            // A fresh proof from a new endpoint means the node moved, but
+            // the move must still respect the prefix limit.
+            let bucket = &self.buckets[index];
+            let old = bucket.entries[i].contact.addr;
+            let moved = old != contact.addr;
+            if moved && self.prefix_full(index, &contact.addr, Some(&contact.id)) {
                 return Insert::Rejected;
             }
+            let bucket = &mut self.buckets[index];
+            bucket.entries[i].contact.addr = contact.addr;
+            bucket.touch_at(i, now);
+            return Insert::Updated { moved };
         }
+        if self.prefix_full(index, &contact.addr, None) {
+            return Insert::Rejected;
+        }
+        let (k, cap, fresh) = (
+            self.policy.k,
+            self.policy.replacement_cache,
+            self.policy.contact_fresh,
+        );
+        let bucket = &mut self.buckets[index];
         bucket.last_activity = now;
         if bucket.entries.len() < k {
             bucket.entries.push(Entry {
@@ -138,16 +231,20 @@ impl RoutingTable {
             self.len += 1;
             return Insert::Added;
         }
-        if bucket.pending.is_some() {
+        let oldest = bucket.entries[0].clone();
+        let stale = now.saturating_duration_since(oldest.last_seen) >= fresh;
+        if bucket.pending.is_some() || !stale || !self.checks.take(now) {
+            let bucket = &mut self.buckets[index];
             bucket.cache(contact, cap);
             return Insert::Cached;
         }
-        let oldest = bucket.entries[0].contact;
-        bucket.pending = Some(Pending {
+        self.buckets[index].pending = Some(Pending {
             candidate: contact,
-            oldest: oldest.id,
+            oldest: oldest.contact.id,
         });
-        Insert::PingOldest { oldest }
+        Insert::PingOldest {
+            oldest: oldest.contact,
+        }
     }
 
     /// Record that `id` at `addr` answered or sent us a request. Returns
@@ -173,7 +270,8 @@ impl RoutingTable {
         let Some(index) = self.me.bucket_index(oldest) else {
             return;
         };
-        let cap = self.replacement_cap;
+        let cap = self.policy.replacement_cache;
+        let max_prefix = self.policy.max_per_prefix;
         let bucket = &mut self.buckets[index];
         let Some(pending) = bucket.pending.take_if(|p| p.oldest == *oldest) else {
             return;
@@ -181,7 +279,9 @@ impl RoutingTable {
         match bucket.position(oldest) {
             Some(i) if !alive => {
                 bucket.pending = Some(pending);
-                bucket.evict_at(i, now);
+                if !bucket.evict_at(i, now, max_prefix) {
+                    self.len -= 1;
+                }
             }
             Some(i) => {
                 bucket.touch_at(i, now);
@@ -214,9 +314,8 @@ impl RoutingTable {
             // The liveness check will resolve the pending candidate.
             return None;
         }
-        let before = bucket.entries.len();
-        let removed = bucket.evict_at(i, now);
-        if bucket.entries.len() < before {
+        let removed = bucket.entries[i].contact;
+        if !bucket.evict_at(i, now, self.policy.max_per_prefix) {
             self.len -= 1;
         }
         Some(removed)
@@ -275,8 +374,75 @@ mod tests {
         }
     }
 
+    fn policy(k: usize, max_per_prefix: usize) -> TablePolicy {
+        TablePolicy {
+            k,
+            replacement_cache: 2,
+            max_per_prefix,
+            contact_fresh: Duration::ZERO,
+            liveness_checks_per_sec: 100,
+        }
+    }
+
     fn table(now: Instant) -> RoutingTable {
-        RoutingTable::new(Address([0; 20]), 2, 2, 2, now)
+        RoutingTable::new(Address([0; 20]), policy(2, 2), now)
+    }
+
+    #[test]
+    fn a_fresh_oldest_is_not_pinged_and_checks_are_rate_limited() {
+        let now = Instant::now();
+        let p = TablePolicy {
+            contact_fresh: Duration::from_secs(60),
+            liveness_checks_per_sec: 1,
+            ..policy(1, 8)
+        };
+        let mut t = RoutingTable::new(Address([0; 20]), p, now);
+        let a = contact(0x80, 1, 1);
+        let b = contact(0x80, 2, 2);
+        let c = contact(0x40, 1, 3);
+        let d = contact(0x40, 2, 4);
+        assert_eq!(t.insert(a, now), Insert::Added);
+        assert_eq!(t.insert(c, now), Insert::Added);
+        // Heard from just now: the newcomer only waits in the cache, and is
+        // not worth a challenge.
+        assert_eq!(t.insert(b, now), Insert::Cached);
+        assert!(!t.worth_verifying(&b, now));
+        let later = now + Duration::from_secs(61);
+        assert!(t.worth_verifying(&b, later));
+        assert_eq!(t.insert(b, later), Insert::PingOldest { oldest: a });
+        // The one check this second is spent.
+        assert_eq!(t.insert(d, later), Insert::Cached);
+        assert_eq!(
+            t.insert(d, later + Duration::from_secs(1)),
+            Insert::PingOldest { oldest: c }
+        );
+    }
+
+    #[test]
+    fn a_moved_contact_is_reported_and_promotion_respects_the_prefix_limit() {
+        let now = Instant::now();
+        let mut t = table(now);
+        let a = contact(0x80, 1, 1);
+        let mut b = contact(0x80, 2, 2);
+        assert_eq!(t.insert(a, now), Insert::Added);
+        assert_eq!(t.insert(a, now), Insert::Updated { moved: false });
+        let mut moved = a;
+        moved.addr = SocketAddr::from(([10, 9, 0, 1], 4000));
+        assert_eq!(t.insert(moved, now), Insert::Updated { moved: true });
+        assert!(t.contains(&a.id, &moved.addr));
+        // b shares a's /24; a third from that /24 waits in the cache, and is
+        // not promoted over the limit when b fails.
+        b.addr = SocketAddr::from(([10, 9, 0, 2], 4000));
+        assert_eq!(t.insert(b, now), Insert::Added);
+        let mut c = contact(0x80, 3, 3);
+        c.addr = SocketAddr::from(([10, 9, 0, 3], 4000));
+        assert_eq!(t.insert(c, now), Insert::Rejected);
+        let e = contact(0x80, 4, 4);
+        assert_eq!(t.insert(e, now), Insert::PingOldest { oldest: moved });
+        t.ping_result(&moved.id, true, now);
+        t.failed(&b.id, 1, now);
+        assert!(t.get(&e.id).is_some());
+        assert_eq!(t.len(), 2);
     }
 
     #[test]
@@ -342,7 +508,7 @@ mod tests {
     #[test]
     fn prefix_limit_applies_except_loopback() {
         let now = Instant::now();
-        let mut t = RoutingTable::new(Address([0; 20]), 8, 2, 2, now);
+        let mut t = RoutingTable::new(Address([0; 20]), policy(8, 2), now);
         for i in 0..3u8 {
             let mut c = contact(0x80, i, 1);
             c.addr = SocketAddr::from(([10, 1, 0, 1 + i], 4000));
@@ -359,7 +525,7 @@ mod tests {
     #[test]
     fn closest_sorts_by_xor_distance() {
         let now = Instant::now();
-        let mut t = RoutingTable::new(Address([0; 20]), 8, 2, 8, now);
+        let mut t = RoutingTable::new(Address([0; 20]), policy(8, 8), now);
         for i in 1..=20u8 {
             t.insert(contact(i, i, i), now);
         }

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -17,7 +17,8 @@ use rand::{Rng, SeedableRng};
 use crate::address::Address;
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::node::{Event, LookupId, Node, NodeError};
+use crate::node::{Event, LookupId, Node, NodeError, DEFAULT_EPOCH_MS};
+use crate::store::{self, MemoryStore, Store};
 
 /// Properties of the virtual network.
 #[derive(Clone, Debug)]
@@ -61,6 +62,10 @@ struct SimNode {
     addr: SocketAddr,
     online: bool,
     timer: Option<Instant>,
+    /// Its durable records: every write batch is committed at once.
+    store: MemoryStore,
+    config: Config,
+    identity: Identity,
 }
 
 enum Action {
@@ -110,6 +115,8 @@ pub struct Sim {
     seq: u64,
     events: Vec<(usize, Event)>,
     stats: SimStats,
+    /// Added to the wall clock (a suspend, an NTP step).
+    wall_offset: Duration,
 }
 
 impl Sim {
@@ -127,7 +134,22 @@ impl Sim {
             seq: 0,
             events: Vec::new(),
             stats: SimStats::default(),
+            wall_offset: Duration::ZERO,
         }
+    }
+
+    /// The wall-clock time the nodes see now.
+    pub fn wall(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH
+            + Duration::from_millis(DEFAULT_EPOCH_MS)
+            + (self.now - self.start)
+            + self.wall_offset
+    }
+
+    /// Move every node's wall clock forward by `d` without moving virtual
+    /// (monotonic) time, as a suspended laptop or a clock step does.
+    pub fn step_wall_clock(&mut self, d: Duration) {
+        self.wall_offset += d;
     }
 
     /// Current virtual time.
@@ -156,10 +178,17 @@ impl Sim {
     }
 
     /// Add a node with a random identity; it starts online and alone.
+    ///
+    /// # Panics
+    /// If `config` does not validate: the simulator's configurations are
+    /// written by its caller, not read from anywhere.
     pub fn add_node(&mut self, config: Config) -> usize {
         let i = self.nodes.len();
         let identity = Identity::from_seed(self.rng.gen());
-        let node = Node::new(config, identity, self.rng.gen(), self.now);
+        let node = match Node::new(config.clone(), identity.clone(), self.rng.gen(), self.now) {
+            Ok(n) => n,
+            Err(e) => panic!("simulated node: {e}"),
+        };
         // One /24 per node, so the per-prefix bucket limit never bites.
         let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
         self.by_addr.insert(addr, i);
@@ -168,9 +197,33 @@ impl Sim {
             addr,
             online: true,
             timer: None,
+            store: MemoryStore::default(),
+            config,
+            identity,
         });
         self.flush(i);
         i
+    }
+
+    /// Crash node `i` and start it again at once from its stored records
+    /// (what a `kill -9` and a restart do): everything not yet durable is
+    /// lost, and it rejoins through its saved contacts.
+    pub fn restart(&mut self, i: usize) {
+        let seed = self.rng.gen();
+        let (now, wall) = (self.now, self.wall());
+        let n = &mut self.nodes[i];
+        let mut node = match Node::new(n.config.clone(), n.identity.clone(), seed, now) {
+            Ok(node) => node,
+            Err(e) => panic!("simulated node: {e}"),
+        };
+        let snapshot = n.store.load().unwrap_or_default();
+        let contacts = node.restore(now, wall, &snapshot);
+        n.node = node;
+        n.timer = None;
+        if !contacts.is_empty() {
+            n.node.bootstrap(now, wall, contacts);
+        }
+        self.flush(i);
     }
 
     /// Node `i`.
@@ -188,10 +241,15 @@ impl Sim {
         self.nodes[i].online
     }
 
-    /// Run `f` on node `i` at the current time, then collect its output.
-    pub fn with_node<T>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> T) -> T {
-        let now = self.now;
-        let out = f(&mut self.nodes[i].node, now);
+    /// Run `f` on node `i` at the current (monotonic and wall) time, then
+    /// collect its output.
+    pub fn with_node<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Node, Instant, SystemTime) -> T,
+    ) -> T {
+        let (now, wall) = (self.now, self.wall());
+        let out = f(&mut self.nodes[i].node, now, wall);
         self.flush(i);
         out
     }
@@ -199,12 +257,12 @@ impl Sim {
     /// Node `i` joins through node `via`.
     pub fn bootstrap(&mut self, i: usize, via: &[usize]) {
         let addrs = via.iter().map(|&v| self.nodes[v].addr).collect();
-        self.with_node(i, |n, now| n.bootstrap(now, addrs));
+        self.with_node(i, |n, now, wall| n.bootstrap(now, wall, addrs));
     }
 
     /// Start a lookup of `target` on node `i`.
     pub fn lookup(&mut self, i: usize, target: Address) -> Result<LookupId, NodeError> {
-        self.with_node(i, |n, now| n.lookup(now, target))
+        self.with_node(i, |n, now, wall| n.lookup(now, wall, target))
     }
 
     /// Take node `i` off the network (silently) or bring it back.
@@ -213,16 +271,18 @@ impl Sim {
         self.nodes[i].online = online;
         if online && !was {
             self.nodes[i].timer = None;
-            self.with_node(i, |n, now| n.handle_timeout(now));
+            self.with_node(i, |n, now, wall| n.handle_timeout(now, wall));
         }
     }
 
     /// Deliver `payload` to node `to` now, as if sent from `from` (which
     /// need not be a simulated node: answers to it are lost).
     pub fn inject(&mut self, to: usize, from: SocketAddr, payload: &[u8]) {
-        let now = self.now;
+        let (now, wall) = (self.now, self.wall());
         if self.nodes[to].online {
-            self.nodes[to].node.handle_datagram(now, from, payload);
+            self.nodes[to]
+                .node
+                .handle_datagram(now, wall, from, payload);
             self.flush(to);
         }
     }
@@ -269,6 +329,9 @@ impl Sim {
     }
 
     fn flush(&mut self, i: usize) {
+        // The simulator's disk is instant and never fails.
+        let n = &mut self.nodes[i];
+        let _ = store::commit(&mut n.node, &mut n.store);
         while let Some(t) = self.nodes[i].node.poll_transmit() {
             self.stats.sent += 1;
             let Some(&to) = self.by_addr.get(&t.to) else {
@@ -319,8 +382,10 @@ impl Sim {
                     return true;
                 }
                 self.stats.delivered += 1;
-                let now = self.now;
-                self.nodes[to].node.handle_datagram(now, from, &payload);
+                let (now, wall) = (self.now, self.wall());
+                self.nodes[to]
+                    .node
+                    .handle_datagram(now, wall, from, &payload);
                 self.flush(to);
             }
             Action::Timer { node } => {
@@ -328,8 +393,8 @@ impl Sim {
                     return true;
                 }
                 self.nodes[node].timer = None;
-                let now = self.now;
-                self.nodes[node].node.handle_timeout(now);
+                let (now, wall) = (self.now, self.wall());
+                self.nodes[node].node.handle_timeout(now, wall);
                 self.flush(node);
             }
         }

@@ -13,8 +13,33 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message;
 
 use crate::address::Address;
-use crate::config::{CHALLENGE_LEN, MAX_BODY, MAX_DATAGRAM, MAX_HOP_LIMIT, PROTOCOL_VERSION};
+use crate::drops::DropReason;
 use crate::message::{Ack, Envelope, MessageId};
+
+pub mod records;
+
+/// Protocol version carried in every packet.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest UDP payload comm sends or accepts: the IPv6 minimum MTU (1280)
+/// less the IPv6 (40) and UDP (8) headers, so a datagram never needs
+/// fragmentation on any path that carries IPv6.
+pub const MAX_DATAGRAM: usize = 1232;
+
+/// Largest message body in bytes: a `Store` of this size, with a
+/// challenge, still fits [`MAX_DATAGRAM`] (checked by a test below).
+pub const MAX_BODY: usize = 1000;
+
+/// Largest hop limit a message may carry, and largest `hops_left` of an
+/// `Acknowledge`.
+pub const MAX_HOP_LIMIT: u32 = 16;
+
+/// Length of a challenge nonce in bytes.
+pub const CHALLENGE_LEN: usize = 16;
+
+/// Most contacts a `Nodes` reply may carry (k on the wire). A node's own k
+/// may be smaller, never larger: receivers reject longer replies.
+pub const MAX_CONTACTS: usize = 8;
 
 /// Generated prost types for `proto/comm.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -104,8 +129,10 @@ pub enum StoreStatus {
     Delivered(Box<Ack>),
     /// Already acknowledged; here is the ack (code 3).
     Acknowledged(Box<Ack>),
-    /// Invalid, expired, or no room (code 4).
+    /// Invalid or unwelcome: do not offer it to me again (code 4).
     Refused,
+    /// Acceptable, but no room right now: offer it again later (code 5).
+    Busy,
 }
 
 impl Body {
@@ -221,32 +248,32 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// Stable snake_case name for drop counters.
-    pub fn kind(&self) -> &'static str {
+    /// The drop counter this error is counted under.
+    pub fn kind(&self) -> DropReason {
         match self {
-            WireError::Empty => "empty",
-            WireError::Oversize(_) => "oversize",
-            WireError::Decode(_) => "undecodable",
-            WireError::Version(_) => "bad_version",
-            WireError::IdLength { .. } => "bad_id_length",
-            WireError::ChallengeLength(_) => "bad_challenge",
-            WireError::Misplaced(_) => "misplaced_field",
-            WireError::BadKey => "bad_key",
-            WireError::SignatureLength(_) => "bad_signature_length",
-            WireError::TooManyContacts { .. } => "too_many_contacts",
-            WireError::BadEndpoint => "bad_endpoint",
-            WireError::UnknownType => "unknown_type",
-            WireError::BodyTooLarge(_) => "body_too_large",
-            WireError::BadHops => "bad_hops",
-            WireError::BadTtl => "bad_ttl",
-            WireError::BadStatus => "bad_status",
-            WireError::Missing(_) => "missing_field",
+            WireError::Empty => DropReason::Empty,
+            WireError::Oversize(_) => DropReason::Oversize,
+            WireError::Decode(_) => DropReason::Undecodable,
+            WireError::Version(_) => DropReason::BadVersion,
+            WireError::IdLength { .. } => DropReason::BadIdLength,
+            WireError::ChallengeLength(_) => DropReason::BadChallenge,
+            WireError::Misplaced(_) => DropReason::MisplacedField,
+            WireError::BadKey => DropReason::BadKey,
+            WireError::SignatureLength(_) => DropReason::BadSignatureLength,
+            WireError::TooManyContacts { .. } => DropReason::TooManyContacts,
+            WireError::BadEndpoint => DropReason::BadEndpoint,
+            WireError::UnknownType => DropReason::UnknownType,
+            WireError::BodyTooLarge(_) => DropReason::BodyTooLarge,
+            WireError::BadHops => DropReason::BadHops,
+            WireError::BadTtl => DropReason::BadTtl,
+            WireError::BadStatus => DropReason::BadStatus,
+            WireError::Missing(_) => DropReason::MissingField,
         }
     }
 }
 
-/// Decode and validate one datagram. `max_contacts` is k.
-pub fn decode(bytes: &[u8], max_contacts: usize) -> Result<Packet, WireError> {
+/// Decode and validate one datagram.
+pub fn decode(bytes: &[u8]) -> Result<Packet, WireError> {
     if bytes.is_empty() {
         return Err(WireError::Empty);
     }
@@ -254,11 +281,11 @@ pub fn decode(bytes: &[u8], max_contacts: usize) -> Result<Packet, WireError> {
         return Err(WireError::Oversize(bytes.len()));
     }
     let raw = proto::Packet::decode(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
-    packet_from_proto(raw, max_contacts)
+    packet_from_proto(raw)
 }
 
 /// Encode a packet. Packets built by this crate always fit [`MAX_DATAGRAM`]
-/// when they carry at most k = 8 contacts; tests check that bound.
+/// when they carry at most [`MAX_CONTACTS`] contacts; tests check that bound.
 pub fn encode(packet: &Packet) -> Bytes {
     Bytes::from(packet_to_proto(packet).encode_to_vec())
 }
@@ -292,7 +319,8 @@ impl TryFrom<proto::Endpoint> for SocketAddr {
     }
 }
 
-pub(crate) fn endpoint(addr: &SocketAddr) -> proto::Endpoint {
+/// The schema form of an endpoint.
+pub fn endpoint(addr: &SocketAddr) -> proto::Endpoint {
     let ip = match addr.ip() {
         IpAddr::V4(v4) => Bytes::copy_from_slice(&v4.octets()),
         IpAddr::V6(v6) => Bytes::copy_from_slice(&v6.octets()),
@@ -353,27 +381,31 @@ impl TryFrom<proto::Envelope> for Envelope {
         if e.ttl_secs == 0 {
             return Err(WireError::BadTtl);
         }
-        Ok(Envelope {
-            sender_key: key(&e.sender_key)?,
-            recipient: address("recipient", &e.recipient)?,
-            created_at_ms: e.created_at_ms,
-            ttl_secs: e.ttl_secs,
-            hop_limit: e.hop_limit,
-            body: e.body,
-            signature: signature(&e.signature)?,
-        })
+        let sender_key = key(&e.sender_key)?;
+        let recipient = address("recipient", &e.recipient)?;
+        let signature = signature(&e.signature)?;
+        Ok(Envelope::from_parts(
+            sender_key,
+            recipient,
+            e.created_at_ms,
+            e.ttl_secs,
+            e.hop_limit,
+            e.body,
+            signature,
+        ))
     }
 }
 
-pub(crate) fn envelope_to_proto(e: &Envelope) -> proto::Envelope {
+/// The schema form of an envelope (for `Store` and for stored records).
+pub fn envelope_to_proto(e: &Envelope) -> proto::Envelope {
     proto::Envelope {
-        sender_key: Bytes::copy_from_slice(e.sender_key.as_bytes()),
-        recipient: Bytes::copy_from_slice(&e.recipient.0),
-        created_at_ms: e.created_at_ms,
-        ttl_secs: e.ttl_secs,
-        hop_limit: e.hop_limit,
-        body: e.body.clone(),
-        signature: Bytes::copy_from_slice(&e.signature.to_bytes()),
+        sender_key: Bytes::copy_from_slice(e.sender_key().as_bytes()),
+        recipient: Bytes::copy_from_slice(&e.recipient().0),
+        created_at_ms: e.created_at_ms(),
+        ttl_secs: e.ttl_secs(),
+        hop_limit: e.hop_limit(),
+        body: e.body().clone(),
+        signature: Bytes::copy_from_slice(&e.signature().to_bytes()),
     }
 }
 
@@ -391,7 +423,8 @@ impl TryFrom<proto::Ack> for Ack {
     }
 }
 
-pub(crate) fn ack_to_proto(a: &Ack) -> proto::Ack {
+/// The schema form of an ack.
+pub fn ack_to_proto(a: &Ack) -> proto::Ack {
     proto::Ack {
         id: Bytes::copy_from_slice(&a.id.0),
         sender: Bytes::copy_from_slice(&a.sender.0),
@@ -416,11 +449,12 @@ fn status_from_proto(
         2 => Ok(StoreStatus::Delivered(matching(ack)?)),
         3 => Ok(StoreStatus::Acknowledged(matching(ack)?)),
         4 => Ok(StoreStatus::Refused),
+        5 => Ok(StoreStatus::Busy),
         _ => Err(WireError::BadStatus),
     }
 }
 
-fn packet_from_proto(raw: proto::Packet, max_contacts: usize) -> Result<Packet, WireError> {
+fn packet_from_proto(raw: proto::Packet) -> Result<Packet, WireError> {
     use proto::packet::Body as B;
     if raw.version != PROTOCOL_VERSION {
         return Err(WireError::Version(raw.version));
@@ -429,7 +463,7 @@ fn packet_from_proto(raw: proto::Packet, max_contacts: usize) -> Result<Packet, 
     let body = match raw.body.ok_or(WireError::UnknownType)? {
         B::Store(st) => {
             let envelope = Envelope::try_from(st.envelope.ok_or(WireError::Missing("envelope"))?)?;
-            if st.hops_left > envelope.hop_limit {
+            if st.hops_left > envelope.hop_limit() {
                 return Err(WireError::BadHops);
             }
             Body::Store {
@@ -464,10 +498,10 @@ fn packet_from_proto(raw: proto::Packet, max_contacts: usize) -> Result<Packet, 
             target: address("target", &f.target)?,
         },
         B::Nodes(n) => {
-            if n.contacts.len() > max_contacts {
+            if n.contacts.len() > MAX_CONTACTS {
                 return Err(WireError::TooManyContacts {
                     got: n.contacts.len(),
-                    max: max_contacts,
+                    max: MAX_CONTACTS,
                 });
             }
             Body::Nodes {
@@ -521,6 +555,7 @@ fn packet_to_proto(p: &Packet) -> proto::Packet {
                 StoreStatus::Delivered(a) => (2, Some(ack_to_proto(a))),
                 StoreStatus::Acknowledged(a) => (3, Some(ack_to_proto(a))),
                 StoreStatus::Refused => (4, None),
+                StoreStatus::Busy => (5, None),
             };
             B::Stored(proto::Stored {
                 id: Bytes::copy_from_slice(&id.0),
@@ -659,15 +694,15 @@ mod tests {
             };
             let bytes = encode(&p);
             assert!(bytes.len() <= MAX_DATAGRAM, "{} bytes", bytes.len());
-            assert_eq!(decode(&bytes, 8), Ok(p));
+            assert_eq!(decode(&bytes), Ok(p));
         }
     }
 
     #[test]
     fn rejects_before_decoding_when_oversize() {
-        assert_eq!(decode(&[], 8), Err(WireError::Empty));
+        assert_eq!(decode(&[]), Err(WireError::Empty));
         let big = vec![0u8; MAX_DATAGRAM + 1];
-        assert_eq!(decode(&big, 8), Err(WireError::Oversize(MAX_DATAGRAM + 1)));
+        assert_eq!(decode(&big), Err(WireError::Oversize(MAX_DATAGRAM + 1)));
     }
 
     #[test]
@@ -682,7 +717,7 @@ mod tests {
             },
         };
         assert_eq!(
-            decode(&encode(&p), 8),
+            decode(&encode(&p)),
             Err(WireError::TooManyContacts { got: 9, max: 8 })
         );
     }
@@ -698,7 +733,7 @@ mod tests {
             body: Some(proto::packet::Body::Ping(proto::Ping {})),
         };
         assert_eq!(
-            decode(&raw.encode_to_vec(), 8),
+            decode(&raw.encode_to_vec()),
             Err(WireError::IdLength {
                 field: "sender",
                 len: 19
@@ -709,6 +744,6 @@ mod tests {
             body: None,
             ..raw
         };
-        assert_eq!(decode(&raw.encode_to_vec(), 8), Err(WireError::UnknownType));
+        assert_eq!(decode(&raw.encode_to_vec()), Err(WireError::UnknownType));
     }
 }

@@ -1,65 +1,15 @@
-//! Persistence: what a node must not lose in a crash.
-//!
-//! The node describes changes as [`Op`]s and hands them to a [`Store`] in one
-//! batch; a batch is durable when `apply` returns. [`MemoryStore`] serves the
-//! simulator and tests, [`RedbStore`] the real node (an embedded, crash-safe
-//! database file). Records are protobuf messages from `proto/store.proto`.
+//! Where a node's records become durable: the driver applies the write
+//! batches the core emits (see `Node::poll_write`) and hands the stored rows
+//! back on start. [`MemoryStore`] serves the simulator and tests,
+//! [`RedbStore`] the real node (an embedded, crash-safe database file).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-/// Which collection a record belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Table {
-    /// Messages held for relaying.
-    Held,
-    /// Acks routed towards senders.
-    Acks,
-    /// Acks kept to answer late copies.
-    Tombstones,
-    /// Messages we sent.
-    Outbox,
-    /// Ids of messages we received.
-    Inbox,
-    /// Single-record tables (the routing-table snapshot).
-    Meta,
-}
-
-impl Table {
-    const ALL: [Table; 6] = [
-        Table::Held,
-        Table::Acks,
-        Table::Tombstones,
-        Table::Outbox,
-        Table::Inbox,
-        Table::Meta,
-    ];
-
-    fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
-        TableDefinition::new(match self {
-            Table::Held => "held",
-            Table::Acks => "acks",
-            Table::Tombstones => "tombstones",
-            Table::Outbox => "outbox",
-            Table::Inbox => "inbox",
-            Table::Meta => "meta",
-        })
-    }
-}
-
-/// One change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Insert or replace `key` in a table.
-    Put(Table, Vec<u8>, Vec<u8>),
-    /// Remove `key` from a table.
-    Delete(Table, Vec<u8>),
-}
-
-/// Everything stored, by table, key order.
-pub type Snapshot = BTreeMap<Table, Vec<(Vec<u8>, Vec<u8>)>>;
+use crate::node::Node;
+use crate::wire::records::{Op, Snapshot, Table, WriteBatch};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,21 +28,43 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
 
 /// Where a node keeps what it must not lose.
 pub trait Store: Send {
-    /// Apply `ops` atomically and durably.
-    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Apply `batch` atomically and durably.
+    fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError>;
     /// Everything stored.
     fn load(&self) -> Result<Snapshot, StoreError>;
+}
+
+/// Make every pending write batch of `node` durable in `store`, reporting
+/// each back. Returns how many batches were written; on a failure the node
+/// is told and the error returned (the batch will be emitted again).
+pub fn commit(node: &mut Node, store: &mut dyn Store) -> Result<usize, StoreError> {
+    let mut n = 0;
+    while let Some(batch) = node.poll_write() {
+        match store.apply(&batch) {
+            Ok(()) => {
+                node.handle_written(batch.id);
+                n += 1;
+            }
+            Err(e) => {
+                node.handle_write_failed(batch.id);
+                return Err(e);
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// A store in memory: for the simulator and tests.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     tables: BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Batches applied so far.
+    pub batches: u64,
 }
 
 impl Store for MemoryStore {
-    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
-        for op in ops {
+    fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        for op in &batch.ops {
             match op {
                 Op::Put(t, k, v) => {
                     self.tables
@@ -107,6 +79,7 @@ impl Store for MemoryStore {
                 }
             }
         }
+        self.batches += 1;
         Ok(())
     }
 
@@ -122,8 +95,12 @@ impl Store for MemoryStore {
     }
 }
 
-/// A store in a redb database file: each `apply` is one durable
-/// transaction, so a crash at any moment keeps every applied batch.
+fn definition(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(t.name())
+}
+
+/// A store in a redb database file: each batch is one durable transaction,
+/// so a crash at any moment keeps every applied batch.
 pub struct RedbStore {
     db: Database,
 }
@@ -135,7 +112,7 @@ impl RedbStore {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         for t in Table::ALL {
-            tx.open_table(t.definition())?;
+            tx.open_table(definition(t))?;
         }
         tx.commit()?;
         Ok(RedbStore { db })
@@ -143,18 +120,18 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
-        if ops.is_empty() {
+    fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() {
             return Ok(());
         }
         let tx = self.db.begin_write()?;
-        for op in ops {
+        for op in &batch.ops {
             match op {
                 Op::Put(t, k, v) => {
-                    tx.open_table(t.definition())?.insert(&k[..], &v[..])?;
+                    tx.open_table(definition(*t))?.insert(&k[..], &v[..])?;
                 }
                 Op::Delete(t, k) => {
-                    tx.open_table(t.definition())?.remove(&k[..])?;
+                    tx.open_table(definition(*t))?.remove(&k[..])?;
                 }
             }
         }
@@ -166,7 +143,7 @@ impl Store for RedbStore {
         let tx = self.db.begin_read()?;
         let mut out = Snapshot::new();
         for t in Table::ALL {
-            let table = tx.open_table(t.definition())?;
+            let table = tx.open_table(definition(t))?;
             let mut rows = Vec::new();
             for row in table.iter()? {
                 let (k, v) = row?;
@@ -184,17 +161,23 @@ mod tests {
 
     fn exercise(store: &mut dyn Store) {
         store
-            .apply(&[
-                Op::Put(Table::Held, vec![1], vec![10]),
-                Op::Put(Table::Held, vec![2], vec![20]),
-                Op::Put(Table::Meta, b"contacts".to_vec(), vec![7]),
-            ])
+            .apply(&WriteBatch {
+                id: 1,
+                ops: vec![
+                    Op::Put(Table::Held, vec![1], vec![10]),
+                    Op::Put(Table::Held, vec![2], vec![20]),
+                    Op::Put(Table::Meta, b"contacts".to_vec(), vec![7]),
+                ],
+            })
             .unwrap();
         store
-            .apply(&[
-                Op::Delete(Table::Held, vec![1]),
-                Op::Put(Table::Held, vec![2], vec![21]),
-            ])
+            .apply(&WriteBatch {
+                id: 2,
+                ops: vec![
+                    Op::Delete(Table::Held, vec![1]),
+                    Op::Put(Table::Held, vec![2], vec![21]),
+                ],
+            })
             .unwrap();
         let snap = store.load().unwrap();
         assert_eq!(snap[&Table::Held], vec![(vec![2], vec![21])]);

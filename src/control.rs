@@ -1,0 +1,168 @@
+//! The vocabulary between the runtime and any front end: what the user asks
+//! of a running node ([`Command`]) and what the node reports ([`Output`]).
+//! The runtime produces outputs; the REPL renders them; neither imports the
+//! other.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::address::Address;
+use crate::lookup::LookupResult;
+use crate::message::MessageId;
+use crate::wire::Contact;
+
+/// What the user asks of the running node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Iterative lookup of an address.
+    Lookup(Address),
+    /// Send a text message.
+    Send {
+        /// Recipient.
+        to: Address,
+        /// The text.
+        text: String,
+    },
+    /// Show the routing table.
+    Peers,
+    /// Show counters.
+    Stats,
+    /// Stop the node.
+    Quit,
+}
+
+/// One routing-table row for `/peers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRow {
+    /// Bucket index (159 = farthest half of the address space).
+    pub bucket: usize,
+    /// The contact.
+    pub contact: Contact,
+    /// Time since it was last heard from.
+    pub last_seen: Duration,
+}
+
+/// Counters for `/stats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsReport {
+    /// Contacts in the routing table.
+    pub contacts: usize,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Datagrams dropped, by reason.
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Requests that got no answer.
+    pub rpc_timeouts: u64,
+    /// Requests open and waiting for a slot.
+    pub requests: (usize, usize),
+    /// Lookups in progress.
+    pub lookups: usize,
+    /// Messages held for others (and our own undelivered ones).
+    pub held_messages: usize,
+    /// Acks kept as tombstones.
+    pub held_acks: usize,
+    /// Acks being routed to their senders.
+    pub routed_acks: usize,
+    /// Our messages not yet delivered.
+    pub outbox: usize,
+    /// Received messages remembered.
+    pub inbox: usize,
+    /// Received messages not yet shown.
+    pub unshown: usize,
+    /// Message transfers (`Store` requests) sent.
+    pub stores_sent: u64,
+    /// Ack transfers sent.
+    pub acks_sent: u64,
+    /// Durable write batches.
+    pub write_batches: u64,
+}
+
+/// Everything the runtime reports to the user interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The socket is bound.
+    Ready {
+        /// This node's address.
+        address: Address,
+        /// The bound UDP endpoint.
+        listen: SocketAddr,
+    },
+    /// Started without bootstrap addresses: this is the first node.
+    Alone {
+        /// The bound UDP endpoint others can join through.
+        listen: SocketAddr,
+    },
+    /// Bootstrap worked.
+    Joined {
+        /// Contacts in the routing table.
+        contacts: usize,
+    },
+    /// No bootstrap address answered.
+    BootstrapFailed {
+        /// Addresses tried.
+        addrs: Vec<SocketAddr>,
+        /// Datagrams sent to each.
+        tries: u32,
+        /// Next round in.
+        retry_in: Duration,
+    },
+    /// A `/lookup` finished.
+    Lookup(LookupResult),
+    /// Answer to `/peers`.
+    Peers(Vec<PeerRow>),
+    /// Our message's first copies are placed.
+    Sent {
+        /// Message id.
+        id: MessageId,
+        /// Recipient.
+        to: Address,
+        /// Relays holding it.
+        relays: usize,
+        /// The recipient took it itself.
+        direct: bool,
+    },
+    /// A message arrived.
+    Message {
+        /// Message id.
+        id: MessageId,
+        /// Sender.
+        from: Address,
+        /// Text (invalid UTF-8 replaced).
+        text: String,
+        /// Creation time, ms since the Unix epoch.
+        created_at_ms: u64,
+    },
+    /// The recipient's signed ack arrived.
+    Delivered {
+        /// Message id.
+        id: MessageId,
+        /// Recipient.
+        to: Address,
+        /// When the ack arrived, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Our message expired undelivered.
+    Expired {
+        /// Message id.
+        id: MessageId,
+    },
+    /// Answer to `/stats`.
+    Stats(StatsReport),
+    /// Answer to `/whoami`.
+    WhoAmI {
+        /// This node's address.
+        address: Address,
+        /// The bound UDP endpoint.
+        listen: SocketAddr,
+    },
+    /// Answer to `/help`.
+    Help,
+    /// Information for the user that is neither an error nor an event.
+    Notice(String),
+    /// Something the user asked for failed.
+    Error(String),
+    /// The node stopped.
+    Stopped,
+}

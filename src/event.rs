@@ -1,0 +1,73 @@
+//! What a node tells its user: the events drained with `Node::poll_event`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::address::Address;
+use crate::lookup::{LookupId, LookupResult};
+use crate::message::MessageId;
+
+/// Something the user (or a test) should hear about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A bootstrap node answered and the lookup of our own address finished.
+    Joined {
+        /// Contacts in the routing table now.
+        contacts: usize,
+    },
+    /// No bootstrap address answered this round; another round follows.
+    BootstrapFailed {
+        /// The addresses tried.
+        addrs: Vec<SocketAddr>,
+        /// Datagrams sent to each address this round.
+        tries: u32,
+        /// When the next round starts, from now.
+        retry_in: Duration,
+    },
+    /// A lookup started with `Node::lookup` finished.
+    LookupDone {
+        /// Its id.
+        id: LookupId,
+        /// What it found.
+        result: LookupResult,
+    },
+    /// Our message's first copies are placed: every first-round `Store`
+    /// was answered, failed, or has gone unanswered past the soft timeout.
+    MessageSent {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: Address,
+        /// Relays that confirmed holding a copy so far.
+        relays: usize,
+        /// The recipient itself took it (no relay needed).
+        direct: bool,
+    },
+    /// A message for us, handed to the user once (it was stored first, and
+    /// is marked shown in the same durable batch this event waits for).
+    MessageReceived {
+        /// The message.
+        id: MessageId,
+        /// Its sender (verified signature).
+        from: Address,
+        /// The text.
+        body: Bytes,
+        /// When the sender created it, ms since the Unix epoch.
+        created_at_ms: u64,
+    },
+    /// The recipient's signed ack for our message arrived.
+    Delivered {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: Address,
+    },
+    /// Our message expired without an ack.
+    MessageExpired {
+        /// The message.
+        id: MessageId,
+    },
+}

@@ -1,0 +1,1208 @@
+//! The sans-IO core: one overlay node with no socket, clock, disk, thread or
+//! randomness of its own.
+//!
+//! `Node` coordinates parts that own their state: the routing table
+//! ([`crate::routing`]), the request layer (`rpc`), lookups
+//! ([`crate::lookup`]), the relay ([`crate::relay`]) and one timer table.
+//!
+//! Contract (as in quinn-proto and str0m): feed inputs with
+//! [`Node::handle_datagram`], [`Node::handle_timeout`] and the command
+//! methods, always passing the monotonic time and the wall-clock time. After
+//! each input drain [`Node::poll_write`] (make each batch durable, then call
+//! [`Node::handle_written`]), [`Node::poll_transmit`] and
+//! [`Node::poll_event`] until they return `None`, then sleep until
+//! [`Node::poll_timeout`] or the next datagram.
+//!
+//! Durability is an output like a datagram: a reply or event produced while
+//! records are waiting to be made durable is held back until the driver
+//! reports the batch holding them durable, so nothing is confirmed (a
+//! `Stored`, an `Acknowledged`, a shown message) that a crash could undo.
+
+mod peers;
+mod rpc;
+mod timers;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, trace};
+
+use crate::address::Address;
+use crate::config::{Config, ConfigError};
+use crate::drops::DropReason;
+pub use crate::event::Event;
+use crate::identity::{self, proof_message, Identity};
+pub use crate::lookup::LookupId;
+use crate::lookup::{Lookup, LookupResult};
+use crate::message::MessageId;
+use crate::relay::{Action, Ctx, OutboxState, Relay, RelayRequest, SendError};
+use crate::routing::{Insert, RoutingTable, TablePolicy};
+use crate::wire::records::{self, BatchId, Op, Snapshot, Table, WriteBatch};
+use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN};
+use peers::{LookupCache, TableView, VerifiedCache};
+use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
+use timers::{Timer, TimerTable};
+
+/// Largest number of undrained transmits or status events kept; beyond it
+/// the newest is dropped and counted (`tx_queue_full`, `event_queue_full`).
+/// Received messages are never dropped: they wait in the inbox.
+pub const MAX_QUEUE: usize = 8192;
+
+/// A datagram the driver must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// The encoded packet (at most `MAX_DATAGRAM` bytes).
+    pub payload: Bytes,
+}
+
+/// Why a command was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// `max_lookups` lookups are already running.
+    #[error("too many lookups in progress ({0}); try again shortly")]
+    TooManyLookups(usize),
+    /// The message could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The configuration cannot run a node.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// Counters for `/stats` and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to `handle_datagram`.
+    pub datagrams_in: u64,
+    /// Datagrams queued for sending (retransmissions included).
+    pub datagrams_out: u64,
+    /// Requests re-sent after a timeout.
+    pub retransmits: u64,
+    /// Requests that got no answer after all retries.
+    pub rpc_timeouts: u64,
+    /// Answers that came after their request had failed, and were used.
+    pub late_answers: u64,
+    /// Requests past their soft timeout (a lookup stopped waiting for them).
+    pub soft_timeouts: u64,
+    /// Answers that came after the soft timeout (the peer was slow, not gone).
+    pub slow_answers: u64,
+    /// `Store` requests sent (message transfers).
+    pub stores_sent: u64,
+    /// `Acknowledge` requests sent (ack transfers).
+    pub acks_sent: u64,
+    /// Write batches emitted.
+    pub write_batches: u64,
+    /// Inputs dropped or refused, by reason.
+    pub dropped: BTreeMap<DropReason, u64>,
+}
+
+impl Stats {
+    /// All drops, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    /// Drops counted under `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped.get(&reason).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LookupKind {
+    User,
+    Join,
+    Refresh,
+    /// For the relay: messages or acks wait for the target's neighbourhood.
+    Relay(Address),
+}
+
+#[derive(Clone, Debug, Default)]
+struct Bootstrap {
+    addrs: Vec<SocketAddr>,
+    outstanding: usize,
+    answered: bool,
+    scheduled: bool,
+    backoff: Duration,
+}
+
+/// An output held back until a write batch is durable.
+#[derive(Clone, Debug)]
+enum Gated {
+    Transmit(Transmit),
+    Event(Event),
+}
+
+/// Milliseconds since the Unix epoch at `t` (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Wall-clock time the simulator and the fuzzers start at (2023-11-14,
+/// ms since the Unix epoch).
+pub const DEFAULT_EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// Call a relay method with a [`Ctx`] built from the node's parts (the
+/// fields are borrowed separately, so the relay can be borrowed mutably).
+macro_rules! with_relay {
+    ($node:ident, $now:expr, |$relay:ident, $ctx:ident| $body:expr) => {{
+        let view = TableView {
+            table: &$node.table,
+            verified: &$node.verified,
+        };
+        let $ctx = Ctx {
+            now: $now,
+            wall_ms: $node.wall_ms,
+            peers: &view,
+            identity: &$node.identity,
+        };
+        let $relay = &mut $node.relay;
+        $body
+    }};
+}
+
+/// One overlay node.
+pub struct Node {
+    config: Config,
+    identity: Identity,
+    me: Address,
+    rng: StdRng,
+    table: RoutingTable,
+    rpcs: Rpcs,
+    timers: TimerTable<Timer>,
+    lookups: BTreeMap<LookupId, (Lookup, LookupKind)>,
+    relay_lookups: BTreeMap<Address, LookupId>,
+    lookup_cache: LookupCache,
+    next_lookup: LookupId,
+    verified: VerifiedCache,
+    relay: Relay,
+    boot: Bootstrap,
+    stats: Stats,
+    /// Time of the current (or last) input.
+    now: Instant,
+    wall_ms: u64,
+    sink: Vec<(SocketAddr, Bytes)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    gated: VecDeque<(BatchId, Gated)>,
+    /// Number of the next write batch.
+    next_batch: BatchId,
+    /// Highest batch reported durable.
+    written: BatchId,
+    /// Emitted batches not yet reported durable (normally at most one).
+    in_flight: BTreeMap<BatchId, Vec<Op>>,
+    contacts_dirty: bool,
+    /// How many more received messages the front end will take.
+    message_credit: usize,
+}
+
+/// Where the outputs of one input start, to hold them back if needed.
+struct Mark {
+    transmits: usize,
+    events: usize,
+}
+
+impl Node {
+    /// A node with `identity`, whose randomness all comes from `seed`.
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        let me = identity.address();
+        let mut rng = StdRng::from_seed(seed);
+        let table = RoutingTable::new(me, TablePolicy::from_config(&config), now);
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Maintenance, now + config.refresh_check);
+        Ok(Node {
+            boot: Bootstrap {
+                backoff: config.bootstrap_retry,
+                ..Bootstrap::default()
+            },
+            rpcs: Rpcs::new(&config),
+            relay: Relay::new(&config, me, rng.gen()),
+            config,
+            identity,
+            me,
+            rng,
+            table,
+            timers,
+            lookups: BTreeMap::new(),
+            relay_lookups: BTreeMap::new(),
+            lookup_cache: LookupCache::default(),
+            next_lookup: 1,
+            verified: VerifiedCache::default(),
+            stats: Stats::default(),
+            now,
+            wall_ms: DEFAULT_EPOCH_MS,
+            sink: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            gated: VecDeque::new(),
+            next_batch: 1,
+            written: 0,
+            in_flight: BTreeMap::new(),
+            contacts_dirty: false,
+            message_credit: usize::MAX,
+        })
+    }
+
+    /// This node's address.
+    pub fn address(&self) -> Address {
+        self.me
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The routing table, for inspection.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The relay, for inspection.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Lookups in progress.
+    pub fn lookups_running(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Requests open and waiting for a slot.
+    pub fn requests(&self) -> (usize, usize) {
+        (self.rpcs.open_len(), self.rpcs.queued_len())
+    }
+
+    /// Next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ---- inputs and their bookkeeping ---------------------------------
+
+    fn begin(&mut self, now: Instant, wall: SystemTime) -> Mark {
+        // Time never runs backwards inside the core, whatever the caller.
+        self.now = self.now.max(now);
+        self.wall_ms = unix_ms(wall);
+        Mark {
+            transmits: self.transmits.len(),
+            events: self.events.len(),
+        }
+    }
+
+    /// End of an input: hand out what the front end can take, then hold
+    /// back this input's outputs if any change is not yet durable.
+    fn finish(&mut self, mark: Mark) {
+        if self.message_credit > 0 && self.relay.unshown_count() > 0 {
+            let n = self.relay.release_messages(self.message_credit);
+            self.message_credit -= n;
+            self.pump();
+        }
+        if self.relay.wants_pull() {
+            let near = self.table.closest(&self.me, self.config.k.get());
+            self.relay.pull(&near);
+            self.pump();
+        }
+        let barrier = if self.relay.has_writes() {
+            Some(self.next_batch)
+        } else if self.next_batch - 1 > self.written {
+            Some(self.next_batch - 1)
+        } else {
+            None
+        };
+        if let Some(b) = barrier {
+            let tx: Vec<Transmit> = self.transmits.drain(mark.transmits..).collect();
+            let ev: Vec<Event> = self.events.drain(mark.events..).collect();
+            self.gated
+                .extend(tx.into_iter().map(|t| (b, Gated::Transmit(t))));
+            self.gated
+                .extend(ev.into_iter().map(|e| (b, Gated::Event(e))));
+        }
+    }
+
+    /// Records to make durable, all or nothing, before the outputs waiting
+    /// on them are released; `None` when nothing changed.
+    pub fn poll_write(&mut self) -> Option<WriteBatch> {
+        if !self.relay.has_writes() && !self.contacts_dirty {
+            return None;
+        }
+        let mut ops = Vec::new();
+        self.relay.take_writes(&mut ops);
+        if std::mem::take(&mut self.contacts_dirty) {
+            let contacts: Vec<Contact> = self
+                .table
+                .buckets()
+                .flat_map(|(_, b)| b.entries().iter().map(|e| e.contact))
+                .collect();
+            ops.push(Op::Put(
+                Table::Meta,
+                records::CONTACTS_KEY.to_vec(),
+                records::encode_contacts(&contacts),
+            ));
+        }
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.stats.write_batches += 1;
+        self.in_flight.insert(id, ops.clone());
+        Some(WriteBatch { id, ops })
+    }
+
+    /// The driver made batch `id` (and every earlier one) durable: release
+    /// the replies and events that waited for it.
+    pub fn handle_written(&mut self, id: BatchId) {
+        self.written = self.written.max(id);
+        self.in_flight.retain(|b, _| *b > id);
+        let written = self.written;
+        let mut keep = VecDeque::with_capacity(self.gated.len());
+        for (b, g) in std::mem::take(&mut self.gated) {
+            if b > written {
+                keep.push_back((b, g));
+                continue;
+            }
+            match g {
+                Gated::Transmit(t) => self.transmits.push_back(t),
+                Gated::Event(e) => self.events.push_back(e),
+            }
+        }
+        self.gated = keep;
+    }
+
+    /// The driver could not make batch `id` durable: its records will be
+    /// written again in the next batch, and what waited for it waits on.
+    pub fn handle_write_failed(&mut self, id: BatchId) {
+        self.count_drop(DropReason::StoreError);
+        let Some(ops) = self.in_flight.remove(&id) else {
+            return;
+        };
+        if ops.iter().any(|o| o.key().0 == Table::Meta) {
+            self.contacts_dirty = true;
+        }
+        self.relay.rewrite(ops);
+        let next = self.next_batch;
+        for (b, _) in self.gated.iter_mut() {
+            if *b == id {
+                *b = next;
+            }
+        }
+    }
+
+    /// Rebuild held messages, acks, tombstones, outbox and inbox from what
+    /// the driver stored; their retries resume at once and unshown messages
+    /// are shown. Returns the saved contacts' endpoints, to rejoin through.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        snapshot: &Snapshot,
+    ) -> Vec<SocketAddr> {
+        let mark = self.begin(now, wall);
+        self.relay.restore(self.now, self.wall_ms, snapshot);
+        let mut contacts: Vec<SocketAddr> = snapshot
+            .get(&Table::Meta)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k[..] == *records::CONTACTS_KEY)
+            .filter_map(|(_, v)| records::decode_contacts(v).ok())
+            .flatten()
+            .map(|c| c.addr)
+            .collect();
+        contacts.sort();
+        contacts.dedup();
+        self.pump();
+        self.finish(mark);
+        contacts
+    }
+
+    /// Mark the routing table to be saved; call before exiting, then drain
+    /// [`Node::poll_write`].
+    pub fn shutdown(&mut self) {
+        self.contacts_dirty = true;
+    }
+
+    /// Let the front end take up to `n` more received messages (the
+    /// default is unlimited). Messages beyond the credit wait, stored, in
+    /// the inbox; each one handed out is marked shown in the same durable
+    /// batch its `MessageReceived` event waits for.
+    pub fn set_message_credit(&mut self, n: usize) {
+        let mark = Mark {
+            transmits: self.transmits.len(),
+            events: self.events.len(),
+        };
+        self.message_credit = n;
+        self.finish(mark);
+    }
+
+    pub(crate) fn count_drop(&mut self, reason: DropReason) {
+        *self.stats.dropped.entry(reason).or_insert(0) += 1;
+    }
+
+    fn emit(&mut self, event: Event) {
+        let is_message = matches!(event, Event::MessageReceived { .. });
+        if self.events.len() >= MAX_QUEUE && !is_message {
+            self.count_drop(DropReason::EventQueueFull);
+            return;
+        }
+        self.events.push_back(event);
+    }
+
+    fn transmit(&mut self, to: SocketAddr, payload: Bytes) {
+        if self.transmits.len() >= MAX_QUEUE {
+            self.count_drop(DropReason::TxQueueFull);
+            return;
+        }
+        self.stats.datagrams_out += 1;
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    fn flush_sink(&mut self) {
+        for (to, payload) in std::mem::take(&mut self.sink) {
+            self.transmit(to, payload);
+        }
+    }
+
+    /// Carry out what the relay asked for.
+    fn pump(&mut self) {
+        let now = self.now;
+        while let Some(action) = self.relay.poll_action() {
+            match action {
+                Action::Request {
+                    to,
+                    body,
+                    challenge,
+                    purpose,
+                } => {
+                    match purpose {
+                        RelayRequest::Store(_) => self.stats.stores_sent += 1,
+                        RelayRequest::Acknowledge(_) => self.stats.acks_sent += 1,
+                        RelayRequest::Pull => {}
+                    }
+                    let sent = self.request(
+                        now,
+                        to.addr,
+                        Some(to.id),
+                        body,
+                        challenge,
+                        Purpose::Relay(purpose),
+                    );
+                    if !sent {
+                        match purpose {
+                            RelayRequest::Store(id) => self.relay.store_failed(&to.id, id, true),
+                            RelayRequest::Acknowledge(id) => {
+                                self.relay.ack_failed(&to.id, id, true)
+                            }
+                            RelayRequest::Pull => {}
+                        }
+                    }
+                }
+                Action::Lookup(target) => self.relay_lookup(now, target),
+                Action::Event(e) => self.emit(e),
+                Action::Schedule(key, at) => self.timers.set(Timer::Relay(key), at),
+                Action::Cancel(key) => self.timers.cancel(&Timer::Relay(key)),
+                Action::Count(reason) => self.count_drop(reason),
+            }
+        }
+    }
+
+    // ---- commands ---------------------------------------------------
+
+    /// Join the overlay through `addrs`: ping each with a challenge; the
+    /// first to answer enters the table and a lookup of our own address
+    /// follows. Rounds repeat with backoff while nobody answers.
+    pub fn bootstrap(&mut self, now: Instant, wall: SystemTime, addrs: Vec<SocketAddr>) {
+        let mark = self.begin(now, wall);
+        self.boot = Bootstrap {
+            addrs,
+            backoff: self.config.bootstrap_retry,
+            ..Bootstrap::default()
+        };
+        self.bootstrap_round(self.now);
+        self.finish(mark);
+    }
+
+    fn bootstrap_round(&mut self, now: Instant) {
+        self.boot.scheduled = false;
+        self.timers.cancel(&Timer::Bootstrap);
+        self.boot.answered = false;
+        self.boot.outstanding = 0;
+        for addr in self.boot.addrs.clone() {
+            if self.request(now, addr, None, Body::Ping, true, Purpose::Bootstrap) {
+                self.boot.outstanding += 1;
+            }
+        }
+        if self.boot.outstanding == 0 && !self.boot.addrs.is_empty() {
+            self.bootstrap_failed(now);
+        }
+    }
+
+    fn bootstrap_failed(&mut self, now: Instant) {
+        let retry_in = self.boot.backoff;
+        self.boot.scheduled = true;
+        self.timers.set(Timer::Bootstrap, now + retry_in);
+        self.boot.backoff = (retry_in * 2).min(self.config.bootstrap_retry_max);
+        self.emit(Event::BootstrapFailed {
+            addrs: self.boot.addrs.clone(),
+            tries: self.config.rpc_retries + 1,
+            retry_in,
+        });
+    }
+
+    /// Start an iterative lookup of `target`; its result arrives as
+    /// [`Event::LookupDone`].
+    pub fn lookup(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        target: Address,
+    ) -> Result<LookupId, NodeError> {
+        let mark = self.begin(now, wall);
+        let r = self.start_lookup(self.now, target, LookupKind::User);
+        self.finish(mark);
+        r
+    }
+
+    /// Send `body` to `to`: sign it, keep it in the outbox, look up the
+    /// recipient's neighbourhood and place copies there.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        to: Address,
+        body: Bytes,
+    ) -> Result<MessageId, NodeError> {
+        let mark = self.begin(now, wall);
+        let now = self.now;
+        let r = with_relay!(self, now, |relay, ctx| relay.send(&ctx, to, body));
+        self.pump();
+        self.finish(mark);
+        Ok(r?)
+    }
+
+    // ---- lookups ----------------------------------------------------
+
+    fn start_lookup(
+        &mut self,
+        now: Instant,
+        target: Address,
+        kind: LookupKind,
+    ) -> Result<LookupId, NodeError> {
+        if self.lookups.len() >= self.config.max_lookups.get() {
+            return Err(NodeError::TooManyLookups(self.lookups.len()));
+        }
+        self.table.mark_activity(&target, now);
+        let k = self.config.k.get();
+        let seeds = self.table.closest(&target, k);
+        let lookup = Lookup::new(
+            target,
+            self.me,
+            seeds,
+            k,
+            self.config.alpha.get(),
+            self.config.lookup_candidates,
+        );
+        let id = self.next_lookup;
+        self.next_lookup += 1;
+        self.lookups.insert(id, (lookup, kind));
+        if let LookupKind::Relay(t) = kind {
+            self.relay_lookups.insert(t, id);
+        }
+        self.drive_lookup(now, id);
+        Ok(id)
+    }
+
+    /// The relay wants `target`'s neighbourhood: a fresh result, a running
+    /// lookup, a new one, or (at the lookup limit) the routing table.
+    fn relay_lookup(&mut self, now: Instant, target: Address) {
+        if let Some(closest) = self
+            .lookup_cache
+            .get(&target, now, self.config.lookup_cache_ttl)
+            .map(<[Contact]>::to_vec)
+        {
+            with_relay!(self, now, |relay, ctx| relay
+                .lookup_done(&ctx, target, &closest));
+            return;
+        }
+        if self.relay_lookups.contains_key(&target) {
+            return;
+        }
+        if self
+            .start_lookup(now, target, LookupKind::Relay(target))
+            .is_err()
+        {
+            with_relay!(self, now, |relay, ctx| relay.lookup_done(&ctx, target, &[]));
+        }
+    }
+
+    fn drive_lookup(&mut self, now: Instant, id: LookupId) {
+        loop {
+            let Some((lookup, _)) = self.lookups.get_mut(&id) else {
+                return;
+            };
+            let target = lookup.target();
+            let queries = lookup.next_queries();
+            if queries.is_empty() {
+                break;
+            }
+            let mut refused = Vec::new();
+            for c in queries {
+                let challenge = self.needs_proof(&c);
+                let sent = self.request(
+                    now,
+                    c.addr,
+                    Some(c.id),
+                    Body::FindNode { target },
+                    challenge,
+                    Purpose::FindNode(id),
+                );
+                if !sent {
+                    refused.push(c.id);
+                }
+            }
+            if refused.is_empty() {
+                break;
+            }
+            if let Some((lookup, _)) = self.lookups.get_mut(&id) {
+                for r in refused {
+                    lookup.on_failure(&r);
+                }
+            }
+        }
+        let finished = self
+            .lookups
+            .get(&id)
+            .is_some_and(|(lookup, _)| lookup.is_finished());
+        if finished {
+            if let Some((lookup, kind)) = self.lookups.remove(&id) {
+                self.lookup_finished(now, id, kind, lookup.result());
+            }
+        }
+    }
+
+    fn lookup_finished(&mut self, now: Instant, id: LookupId, kind: LookupKind, r: LookupResult) {
+        trace!(
+            lookup = id,
+            rounds = r.rounds,
+            rpcs = r.rpcs,
+            "lookup finished"
+        );
+        let k = self.config.k.get();
+        match kind {
+            LookupKind::User => self.emit(Event::LookupDone { id, result: r }),
+            LookupKind::Refresh => {}
+            LookupKind::Relay(target) => {
+                self.relay_lookups.remove(&target);
+                self.lookup_cache
+                    .insert(target, now, r.closest.clone(), self.config.lookup_cache);
+                with_relay!(self, now, |relay, ctx| relay
+                    .lookup_done(&ctx, target, &r.closest));
+                self.pump();
+            }
+            LookupKind::Join => {
+                self.emit(Event::Joined {
+                    contacts: self.table.len(),
+                });
+                // Ask our neighbourhood for messages and acks held for us.
+                let near = self.table.closest(&self.me, k);
+                self.relay.pull(&near);
+                self.pump();
+                // Fill the buckets farther than our nearest neighbour.
+                let Some(nearest) = self.table.nearest_bucket() else {
+                    return;
+                };
+                let sparse: Vec<usize> = self
+                    .table
+                    .buckets()
+                    .skip(nearest + 1)
+                    .filter(|(_, b)| b.entries().len() < k)
+                    .map(|(i, _)| i)
+                    .collect();
+                for i in sparse {
+                    let target = self.me.random_in_bucket(i, &mut self.rng);
+                    if self.start_lookup(now, target, LookupKind::Refresh).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn needs_proof(&self, c: &Contact) -> bool {
+        !self.table.contains(&c.id, &c.addr) && !self.verified.contains(c)
+    }
+
+    /// Send a request now, or queue it for a free slot. False if even the
+    /// queue is full (counted as `rpc_limit`).
+    fn request(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expect: Option<Address>,
+        body: Body,
+        challenge: bool,
+        purpose: Purpose,
+    ) -> bool {
+        let mut txid: TxId = self.rng.gen();
+        while self.rpcs.contains(txid) {
+            txid = self.rng.gen();
+        }
+        let challenge = challenge.then(|| self.rng.gen::<[u8; CHALLENGE_LEN]>());
+        let payload = wire::encode(&Packet {
+            sender: self.me,
+            txid,
+            challenge,
+            proof: None,
+            body,
+        });
+        let rpc = Rpc::new(to, expect, challenge, payload, purpose);
+        let ok = self
+            .rpcs
+            .submit(now, txid, rpc, &mut self.timers, &mut self.sink);
+        self.flush_sink();
+        if !ok {
+            self.count_drop(DropReason::RpcLimit);
+        }
+        ok
+    }
+
+    // ---- datagrams --------------------------------------------------
+
+    /// Feed one received datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let mark = self.begin(now, wall);
+        self.datagram(from, bytes);
+        self.pump();
+        self.finish(mark);
+    }
+
+    fn datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams_in += 1;
+        // IPv4 peers on a dual-stack socket appear as ::ffff:a.b.c.d.
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        let packet = match wire::decode(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(%from, error = %e, "dropped datagram");
+                self.count_drop(e.kind());
+                return;
+            }
+        };
+        if packet.sender == self.me {
+            self.count_drop(DropReason::OwnAddress);
+            return;
+        }
+        let now = self.now;
+        if packet.body.is_request() {
+            self.handle_request(now, from, packet);
+        } else {
+            self.handle_response(now, from, packet);
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+        let contact = Contact {
+            id: packet.sender,
+            addr: from,
+        };
+        let body = match packet.body {
+            Body::Ping => Body::Pong {
+                observed: Some(from),
+            },
+            Body::FindNode { target } => {
+                let k = self.config.k.get();
+                let mut contacts = self.table.closest(&target, k + 1);
+                contacts.retain(|c| c.id != packet.sender);
+                contacts.truncate(k);
+                Body::Nodes { contacts }
+            }
+            Body::Store {
+                envelope,
+                hops_left,
+            } => {
+                let id = envelope.id();
+                let status = with_relay!(self, now, |relay, ctx| relay
+                    .on_store(&ctx, contact, *envelope, hops_left));
+                Body::Stored { id, status }
+            }
+            Body::Acknowledge { ack, hops_left } => {
+                let id = ack.id;
+                let genuine = with_relay!(self, now, |relay, ctx| relay.on_ack(
+                    &ctx,
+                    Some(contact),
+                    *ack,
+                    hops_left
+                ));
+                if !genuine {
+                    // Forged: say nothing, change nothing.
+                    return;
+                }
+                Body::Acknowledged { id }
+            }
+            Body::Pull => Body::Pulled {
+                count: with_relay!(self, now, |relay, ctx| relay.on_pull(&ctx, contact)),
+            },
+            Body::Pong { .. }
+            | Body::Nodes { .. }
+            | Body::Stored { .. }
+            | Body::Acknowledged { .. }
+            | Body::Pulled { .. } => return,
+        };
+        let proof = packet.challenge.map(|c| Proof {
+            key: self.identity.public_key(),
+            signature: self.identity.sign(&proof_message(&c)),
+        });
+        let reply = wire::encode(&Packet {
+            sender: self.me,
+            txid: packet.txid,
+            challenge: None,
+            proof,
+            body,
+        });
+        self.transmit(from, reply);
+        // Learn about the requester, but let it into the table only once it
+        // has proven its key and that it receives at `from`, and only
+        // challenge it if it would be placed (or would set off a check).
+        if !self.table.touch(&contact.id, &from, now) {
+            if self.verified.contains(&contact) {
+                self.offer(now, contact);
+            } else if self.rpcs.open_len() < self.config.max_inflight_rpcs.get() / 2
+                && !self.rpcs.has_request_to(&from)
+                && self.table.worth_verifying(&contact, now)
+            {
+                self.request(
+                    now,
+                    from,
+                    Some(contact.id),
+                    Body::Ping,
+                    true,
+                    Purpose::Verify,
+                );
+            }
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+        let Some((rpc, late)) = self.rpcs.peek(now, packet.txid) else {
+            self.count_drop(DropReason::Unsolicited);
+            return;
+        };
+        if rpc.to != from || rpc.expect.is_some_and(|id| id != packet.sender) {
+            self.count_drop(DropReason::Unsolicited);
+            return;
+        }
+        let fits = matches!(
+            (&rpc.purpose, &packet.body),
+            (Purpose::FindNode(_), Body::Nodes { .. })
+                | (Purpose::Relay(RelayRequest::Store(_)), Body::Stored { .. })
+                | (
+                    Purpose::Relay(RelayRequest::Acknowledge(_)),
+                    Body::Acknowledged { .. }
+                )
+                | (Purpose::Relay(RelayRequest::Pull), Body::Pulled { .. })
+                | (
+                    Purpose::Bootstrap | Purpose::Verify | Purpose::CheckOldest,
+                    Body::Pong { .. }
+                )
+        );
+        if !fits {
+            self.count_drop(DropReason::WrongResponseType);
+            return;
+        }
+        let verified = match (rpc.challenge, &packet.proof) {
+            (Some(challenge), Some(proof)) => {
+                if !identity::verify(
+                    &packet.sender,
+                    &proof.key,
+                    &proof_message(&challenge),
+                    &proof.signature,
+                ) {
+                    // Leave the request open: the genuine answer may still come.
+                    debug!(%from, "bad proof signature");
+                    self.count_drop(DropReason::BadSignature);
+                    return;
+                }
+                true
+            }
+            (Some(_), None) => {
+                self.count_drop(DropReason::MissingProof);
+                return;
+            }
+            (None, _) => false,
+        };
+        let Some(rpc) = self
+            .rpcs
+            .answered(now, packet.txid, &mut self.timers, &mut self.sink)
+        else {
+            return;
+        };
+        self.flush_sink();
+        if late {
+            self.stats.late_answers += 1;
+        }
+        if rpc.slow {
+            self.stats.slow_answers += 1;
+        }
+        let contact = Contact {
+            id: packet.sender,
+            addr: from,
+        };
+        if verified {
+            self.offer(now, contact);
+        } else {
+            self.table.touch(&contact.id, &from, now);
+        }
+        match rpc.purpose {
+            Purpose::Bootstrap => {
+                self.boot.outstanding = self.boot.outstanding.saturating_sub(1);
+                if !self.boot.answered && !late {
+                    self.boot.answered = true;
+                    self.boot.scheduled = false;
+                    self.timers.cancel(&Timer::Bootstrap);
+                    self.boot.backoff = self.config.bootstrap_retry;
+                    let me = self.me;
+                    if self.start_lookup(now, me, LookupKind::Join).is_err() {
+                        let contacts = self.table.len();
+                        self.emit(Event::Joined { contacts });
+                    }
+                }
+            }
+            Purpose::Verify => {}
+            Purpose::CheckOldest => self.table.ping_result(&contact.id, true, now),
+            Purpose::FindNode(id) => {
+                if let Body::Nodes { contacts } = &packet.body {
+                    let me = self.me;
+                    if let Some((lookup, _)) = self.lookups.get_mut(&id) {
+                        lookup.on_response(&contact.id, contacts, &me);
+                    }
+                    self.drive_lookup(now, id);
+                }
+            }
+            Purpose::Relay(RelayRequest::Store(id)) => {
+                if let Body::Stored { id: got, status } = packet.body {
+                    if got == id {
+                        with_relay!(self, now, |relay, ctx| relay
+                            .on_stored(&ctx, contact, id, status));
+                    } else {
+                        self.count_drop(DropReason::WrongResponseType);
+                        self.relay.store_failed(&contact.id, id, false);
+                    }
+                }
+            }
+            Purpose::Relay(RelayRequest::Acknowledge(id)) => {
+                self.relay.on_acknowledged(contact, id)
+            }
+            Purpose::Relay(RelayRequest::Pull) => {}
+        }
+    }
+
+    /// Offer a contact that has proven its key to the routing table.
+    fn offer(&mut self, now: Instant, contact: Contact) {
+        let outcome = self.table.insert(contact, now);
+        let cap = self.config.verified_cache;
+        // Even a contact parked outside the table gets what is addressed to it.
+        let appeared = match outcome {
+            Insert::Added => Some(false),
+            Insert::Updated { moved } => moved.then_some(true),
+            Insert::PingOldest { .. } | Insert::Cached | Insert::Rejected => {
+                self.verified.insert(&contact, cap);
+                Some(false)
+            }
+        };
+        if let Some(moved) = appeared {
+            with_relay!(self, now, |relay, ctx| relay
+                .contact_appeared(&ctx, contact, moved));
+        }
+        if let Insert::PingOldest { oldest } = outcome {
+            let sent = self.request(
+                now,
+                oldest.addr,
+                Some(oldest.id),
+                Body::Ping,
+                false,
+                Purpose::CheckOldest,
+            );
+            if !sent {
+                // Cannot check now; keep the oldest (it has seniority).
+                self.table.ping_result(&oldest.id, true, now);
+            }
+        }
+    }
+
+    // ---- time -------------------------------------------------------
+
+    /// Advance timers: retransmit or fail overdue requests, stop waiting
+    /// for slow lookup peers, run relay attempts, retry bootstrap, refresh
+    /// idle buckets and sweep expired state.
+    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        let mark = self.begin(now, wall);
+        let now = self.now;
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Rpc(txid) => {
+                    let outcome = self
+                        .rpcs
+                        .deadline(now, txid, &mut self.timers, &mut self.sink);
+                    self.flush_sink();
+                    match outcome {
+                        Some(Deadline::Retransmitted) => self.stats.retransmits += 1,
+                        Some(Deadline::Failed(rpc)) => self.rpc_failed(now, rpc),
+                        None => {}
+                    }
+                }
+                Timer::Soft(txid) => self.soft_timeout(now, txid),
+                Timer::Relay(key) => {
+                    with_relay!(self, now, |relay, ctx| relay.on_timer(&ctx, key));
+                }
+                Timer::Bootstrap => {
+                    self.boot.scheduled = false;
+                    // Contacts may have arrived on their own meanwhile.
+                    if self.table.is_empty() {
+                        self.bootstrap_round(now);
+                    }
+                }
+                Timer::Maintenance => self.maintenance(now),
+            }
+            self.pump();
+        }
+        self.finish(mark);
+    }
+
+    fn soft_timeout(&mut self, now: Instant, txid: TxId) {
+        let Some(rpc) = self.rpcs.mark_slow(txid) else {
+            return;
+        };
+        self.stats.soft_timeouts += 1;
+        let (purpose, expect) = (rpc.purpose, rpc.expect);
+        let Some(peer) = expect else {
+            return;
+        };
+        match purpose {
+            Purpose::FindNode(l) => {
+                if let Some((lookup, _)) = self.lookups.get_mut(&l) {
+                    lookup.on_unresponsive(&peer);
+                }
+                self.drive_lookup(now, l);
+            }
+            Purpose::Relay(RelayRequest::Store(id)) => self.relay.store_slow(&peer, id),
+            _ => {}
+        }
+    }
+
+    fn maintenance(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Maintenance, now + self.config.refresh_check);
+        with_relay!(self, now, |relay, ctx| relay.sweep(&ctx));
+        // Save the routing table now and then, to rejoin after a restart.
+        self.contacts_dirty = true;
+        for i in self.table.stale_buckets(now, self.config.bucket_refresh) {
+            let target = self.me.random_in_bucket(i, &mut self.rng);
+            if self.start_lookup(now, target, LookupKind::Refresh).is_err() {
+                break;
+            }
+        }
+        // Lost every contact: go back to the bootstrap nodes.
+        if self.table.is_empty()
+            && !self.boot.addrs.is_empty()
+            && !self.boot.scheduled
+            && self.boot.outstanding == 0
+        {
+            self.bootstrap_round(now);
+        }
+    }
+
+    fn rpc_failed(&mut self, now: Instant, rpc: Rpc) {
+        self.stats.rpc_timeouts += 1;
+        // Only a failure at the endpoint we know counts against a contact,
+        // so nobody can get it dropped by naming it at another endpoint;
+        // and an unanswered Acknowledge does not count, because a forged
+        // ack is answered with silence on purpose (§15.2).
+        let silent_by_design = matches!(rpc.purpose, Purpose::Relay(RelayRequest::Acknowledge(_)));
+        if let Some(id) = rpc
+            .expect
+            .filter(|id| !silent_by_design && self.table.contains(id, &rpc.to))
+        {
+            if let Some(gone) = self.table.failed(&id, self.config.max_failures.get(), now) {
+                debug!(contact = %gone.id, "dropped unresponsive contact");
+            }
+        }
+        match rpc.purpose {
+            Purpose::Bootstrap => {
+                self.boot.outstanding = self.boot.outstanding.saturating_sub(1);
+                if self.boot.outstanding == 0 && !self.boot.answered {
+                    self.bootstrap_failed(now);
+                }
+            }
+            Purpose::Verify => {}
+            Purpose::CheckOldest => {
+                if let Some(id) = rpc.expect {
+                    self.table.ping_result(&id, false, now);
+                }
+            }
+            Purpose::FindNode(lookup) => {
+                if let (Some(id), Some((l, _))) = (rpc.expect, self.lookups.get_mut(&lookup)) {
+                    l.on_failure(&id);
+                }
+                self.drive_lookup(now, lookup);
+            }
+            Purpose::Relay(RelayRequest::Store(id)) => {
+                if let Some(p) = rpc.expect {
+                    self.relay.store_failed(&p, id, false);
+                }
+            }
+            Purpose::Relay(RelayRequest::Acknowledge(id)) => {
+                if let Some(p) = rpc.expect {
+                    self.relay.ack_failed(&p, id, false);
+                }
+            }
+            Purpose::Relay(RelayRequest::Pull) => {}
+        }
+    }
+
+    // ---- relay inspection ---------------------------------------------
+
+    /// Whether this node holds a copy of message `id` to relay.
+    pub fn holds(&self, id: &MessageId) -> bool {
+        self.relay.holds(id)
+    }
+
+    /// State of a message we sent.
+    pub fn outbox_state(&self, id: &MessageId) -> Option<OutboxState> {
+        self.relay.outbox_state(id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,477 @@
+//! The request layer: open transactions, the queue of requests waiting for
+//! a slot, retransmission, the round-trip estimate behind soft timeouts, and
+//! a short memory of failed requests so that a late answer still counts.
+//!
+//! It owns no socket and no clock: the node hands it prepared requests, the
+//! current time, the timer table and a sink for datagrams.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::timers::{Timer, TimerTable};
+use crate::address::Address;
+use crate::config::Config;
+use crate::lookup::LookupId;
+use crate::relay::RelayRequest;
+use crate::wire::CHALLENGE_LEN;
+
+/// A request's transaction id.
+pub(crate) type TxId = u64;
+
+/// Why a request was sent, so its answer or failure reaches the right part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Challenge ping to a bootstrap endpoint whose address we do not know.
+    Bootstrap,
+    /// Challenge ping to a node that contacted us, before it may enter the table.
+    Verify,
+    /// Liveness ping of a full bucket's oldest entry.
+    CheckOldest,
+    /// One step of a lookup.
+    FindNode(LookupId),
+    /// A request of the relay.
+    Relay(RelayRequest),
+}
+
+impl Purpose {
+    /// Whether a soft timeout matters to whoever sent it.
+    fn wants_soft_timeout(self) -> bool {
+        matches!(
+            self,
+            Purpose::FindNode(_) | Purpose::Relay(RelayRequest::Store(_))
+        )
+    }
+}
+
+/// One request.
+#[derive(Clone, Debug)]
+pub(crate) struct Rpc {
+    pub(crate) to: SocketAddr,
+    pub(crate) expect: Option<Address>,
+    pub(crate) challenge: Option<[u8; CHALLENGE_LEN]>,
+    pub(crate) payload: Bytes,
+    pub(crate) purpose: Purpose,
+    sent_at: Option<Instant>,
+    retries_left: u32,
+    retransmitted: bool,
+    /// Its soft timeout passed before it was answered.
+    pub(crate) slow: bool,
+}
+
+impl Rpc {
+    pub(crate) fn new(
+        to: SocketAddr,
+        expect: Option<Address>,
+        challenge: Option<[u8; CHALLENGE_LEN]>,
+        payload: Bytes,
+        purpose: Purpose,
+    ) -> Rpc {
+        Rpc {
+            to,
+            expect,
+            challenge,
+            payload,
+            purpose,
+            sent_at: None,
+            retries_left: 0,
+            retransmitted: false,
+            slow: false,
+        }
+    }
+}
+
+/// Smoothed round trip and its variation (RFC 6298, without the clock
+/// granularity term).
+#[derive(Clone, Copy, Debug, Default)]
+struct Rtt {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl Rtt {
+    fn sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let diff = if s > r { s - r } else { r - s };
+                self.rttvar = self.rttvar * 3 / 4 + diff / 4;
+                self.srtt = Some(s * 7 / 8 + r / 8);
+            }
+        }
+    }
+}
+
+/// Round trips seen recently: the slowest of them bounds how long an
+/// unknown peer may take; each peer's own last round trip bounds its own.
+#[derive(Clone, Debug, Default)]
+struct RecentRtts {
+    ring: VecDeque<Duration>,
+    per_peer: BTreeMap<SocketAddr, Duration>,
+    order: VecDeque<SocketAddr>,
+}
+
+/// Round trips kept for the "slowest recent" estimate.
+const RTT_RING: usize = 64;
+/// Samples needed before the slowest of them stands for an unknown peer;
+/// until then an unknown peer gets half the request timeout.
+const RTT_TRUSTED: usize = 16;
+/// Peers whose last round trip is remembered.
+const RTT_PEERS: usize = 1024;
+
+impl RecentRtts {
+    fn sample(&mut self, peer: SocketAddr, r: Duration) {
+        if self.ring.len() >= RTT_RING {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(r);
+        if self.per_peer.insert(peer, r).is_none() {
+            self.order.push_back(peer);
+            while self.order.len() > RTT_PEERS {
+                if let Some(old) = self.order.pop_front() {
+                    self.per_peer.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The slowest recent round trip, once there are enough samples to
+    /// say so.
+    fn slowest(&self) -> Option<Duration> {
+        if self.ring.len() < RTT_TRUSTED {
+            return None;
+        }
+        self.ring.iter().max().copied()
+    }
+}
+
+/// What a request's deadline led to.
+pub(crate) enum Deadline {
+    /// Sent again.
+    Retransmitted,
+    /// No answer after every retry: the request failed.
+    Failed(Rpc),
+}
+
+/// The request layer.
+#[derive(Debug)]
+pub(crate) struct Rpcs {
+    open: BTreeMap<TxId, Rpc>,
+    waiting: BTreeMap<TxId, Rpc>,
+    queue: VecDeque<TxId>,
+    per_endpoint: BTreeMap<SocketAddr, u32>,
+    late: BTreeMap<TxId, (Rpc, Instant)>,
+    late_order: VecDeque<TxId>,
+    rtt: Rtt,
+    recent: RecentRtts,
+    cap: usize,
+    queue_cap: usize,
+    late_cap: usize,
+    timeout: Duration,
+    retries: u32,
+    soft_min: Duration,
+}
+
+impl Rpcs {
+    pub(crate) fn new(c: &Config) -> Rpcs {
+        Rpcs {
+            open: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            queue: VecDeque::new(),
+            per_endpoint: BTreeMap::new(),
+            late: BTreeMap::new(),
+            late_order: VecDeque::new(),
+            rtt: Rtt::default(),
+            recent: RecentRtts::default(),
+            cap: c.max_inflight_rpcs.get(),
+            queue_cap: c.rpc_queue,
+            late_cap: c.late_answers,
+            timeout: c.rpc_timeout,
+            retries: c.rpc_retries,
+            soft_min: c.soft_timeout_min,
+        }
+    }
+
+    /// Whether `txid` is in use (open, queued or remembered as failed).
+    pub(crate) fn contains(&self, txid: TxId) -> bool {
+        self.open.contains_key(&txid)
+            || self.waiting.contains_key(&txid)
+            || self.late.contains_key(&txid)
+    }
+
+    /// Requests sent and not yet answered or failed.
+    pub(crate) fn open_len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Requests waiting for a free slot.
+    pub(crate) fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether a request to `addr` is open or queued.
+    pub(crate) fn has_request_to(&self, addr: &SocketAddr) -> bool {
+        self.per_endpoint.contains_key(addr)
+    }
+
+    /// The soft timeout for a request to `peer`: how long a lookup waits
+    /// for it before it stops counting it as in flight. Twice the peer's
+    /// last round trip if we know it; otherwise one and a half times the
+    /// slowest recent round trip (a node-wide mean would write off every
+    /// peer slower than average), or half the request timeout until 16
+    /// round trips were seen; never below `soft_timeout_min`, never past
+    /// the request timeout.
+    pub(crate) fn soft_timeout(&self, peer: &SocketAddr) -> Duration {
+        let guess = match (self.recent.per_peer.get(peer), self.recent.slowest()) {
+            (Some(own), _) => *own * 2,
+            (None, Some(slowest)) => {
+                (slowest * 3 / 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
+            }
+            (None, None) => self.timeout / 2,
+        };
+        guess.clamp(self.soft_min, self.timeout)
+    }
+
+    /// Send `rpc` as `txid` now if a slot is free, else queue it. Returns
+    /// false (and drops it) if the queue is full too.
+    pub(crate) fn submit(
+        &mut self,
+        now: Instant,
+        txid: TxId,
+        rpc: Rpc,
+        timers: &mut TimerTable<Timer>,
+        sink: &mut Vec<(SocketAddr, Bytes)>,
+    ) -> bool {
+        if self.open.len() >= self.cap {
+            if self.queue.len() >= self.queue_cap {
+                return false;
+            }
+            *self.per_endpoint.entry(rpc.to).or_insert(0) += 1;
+            self.waiting.insert(txid, rpc);
+            self.queue.push_back(txid);
+            return true;
+        }
+        *self.per_endpoint.entry(rpc.to).or_insert(0) += 1;
+        self.send(now, txid, rpc, timers, sink);
+        true
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        txid: TxId,
+        mut rpc: Rpc,
+        timers: &mut TimerTable<Timer>,
+        sink: &mut Vec<(SocketAddr, Bytes)>,
+    ) {
+        rpc.sent_at = Some(now);
+        rpc.retries_left = self.retries;
+        sink.push((rpc.to, rpc.payload.clone()));
+        timers.set(Timer::Rpc(txid), now + self.timeout);
+        if rpc.purpose.wants_soft_timeout() {
+            let soft = self.soft_timeout(&rpc.to);
+            if soft < self.timeout {
+                timers.set(Timer::Soft(txid), now + soft);
+            }
+        }
+        self.open.insert(txid, rpc);
+    }
+
+    /// Fill free slots from the queue.
+    fn promote(
+        &mut self,
+        now: Instant,
+        timers: &mut TimerTable<Timer>,
+        sink: &mut Vec<(SocketAddr, Bytes)>,
+    ) {
+        while self.open.len() < self.cap {
+            let Some(txid) = self.queue.pop_front() else {
+                return;
+            };
+            if let Some(rpc) = self.waiting.remove(&txid) {
+                self.send(now, txid, rpc, timers, sink);
+            }
+        }
+    }
+
+    fn release_endpoint(&mut self, addr: &SocketAddr) {
+        if let Some(n) = self.per_endpoint.get_mut(addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_endpoint.remove(addr);
+            }
+        }
+    }
+
+    /// The open (or recently failed) request an answer with `txid` would
+    /// close, and whether it already failed.
+    pub(crate) fn peek(&self, now: Instant, txid: TxId) -> Option<(&Rpc, bool)> {
+        if let Some(r) = self.open.get(&txid) {
+            return Some((r, false));
+        }
+        match self.late.get(&txid) {
+            Some((r, until)) if *until > now => Some((r, true)),
+            _ => None,
+        }
+    }
+
+    /// Close `txid` on an accepted answer: learn from its round trip (if it
+    /// was not retransmitted), cancel its timers and fill the freed slot.
+    pub(crate) fn answered(
+        &mut self,
+        now: Instant,
+        txid: TxId,
+        timers: &mut TimerTable<Timer>,
+        sink: &mut Vec<(SocketAddr, Bytes)>,
+    ) -> Option<Rpc> {
+        if let Some((rpc, _)) = self.late.remove(&txid) {
+            return Some(rpc);
+        }
+        let rpc = self.open.remove(&txid)?;
+        timers.cancel(&Timer::Rpc(txid));
+        timers.cancel(&Timer::Soft(txid));
+        if let (false, Some(at)) = (rpc.retransmitted, rpc.sent_at) {
+            let r = now.saturating_duration_since(at);
+            self.rtt.sample(r);
+            self.recent.sample(rpc.to, r);
+        }
+        self.release_endpoint(&rpc.to);
+        self.promote(now, timers, sink);
+        Some(rpc)
+    }
+
+    /// `txid`'s deadline passed: send it again, or fail it.
+    pub(crate) fn deadline(
+        &mut self,
+        now: Instant,
+        txid: TxId,
+        timers: &mut TimerTable<Timer>,
+        sink: &mut Vec<(SocketAddr, Bytes)>,
+    ) -> Option<Deadline> {
+        let rpc = self.open.get_mut(&txid)?;
+        if rpc.retries_left > 0 {
+            rpc.retries_left -= 1;
+            rpc.retransmitted = true;
+            sink.push((rpc.to, rpc.payload.clone()));
+            timers.set(Timer::Rpc(txid), now + self.timeout);
+            return Some(Deadline::Retransmitted);
+        }
+        let rpc = self.open.remove(&txid)?;
+        timers.cancel(&Timer::Soft(txid));
+        self.release_endpoint(&rpc.to);
+        if self.late_cap > 0 {
+            while self.late.len() >= self.late_cap {
+                match self.late_order.pop_front() {
+                    Some(old) => {
+                        self.late.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            self.late.insert(txid, (rpc.clone(), now + self.timeout));
+            self.late_order.push_back(txid);
+        }
+        self.promote(now, timers, sink);
+        Some(Deadline::Failed(rpc))
+    }
+
+    /// The open request `txid`, if it is still open, marked as past its
+    /// soft timeout.
+    pub(crate) fn mark_slow(&mut self, txid: TxId) -> Option<&Rpc> {
+        let rpc = self.open.get_mut(&txid)?;
+        rpc.slow = true;
+        Some(rpc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpc(port: u16) -> Rpc {
+        Rpc::new(
+            SocketAddr::from(([10, 0, 0, 1], port)),
+            None,
+            None,
+            Bytes::from_static(b"x"),
+            Purpose::FindNode(1),
+        )
+    }
+
+    fn layer(cap: usize, queue: usize) -> Rpcs {
+        Rpcs::new(&Config {
+            max_inflight_rpcs: std::num::NonZeroUsize::new(cap).unwrap(),
+            rpc_queue: queue,
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn requests_past_the_cap_wait_and_go_out_as_slots_free() {
+        let now = Instant::now();
+        let mut r = layer(2, 2);
+        let mut timers = TimerTable::default();
+        let mut sink = Vec::new();
+        for t in 1..=4 {
+            assert!(r.submit(now, t, rpc(t as u16), &mut timers, &mut sink));
+        }
+        assert!(!r.submit(now, 5, rpc(5), &mut timers, &mut sink));
+        assert_eq!(sink.len(), 2);
+        assert_eq!((r.open_len(), r.queued_len()), (2, 2));
+        assert!(r.has_request_to(&rpc(4).to));
+        r.answered(now, 1, &mut timers, &mut sink);
+        assert_eq!(sink.len(), 3);
+        assert_eq!(sink[2].0, rpc(3).to);
+        // A failure frees a slot too, after its retransmission.
+        let later = now + Duration::from_secs(1);
+        assert!(matches!(
+            r.deadline(later, 2, &mut timers, &mut sink),
+            Some(Deadline::Retransmitted)
+        ));
+        assert!(matches!(
+            r.deadline(later, 2, &mut timers, &mut sink),
+            Some(Deadline::Failed(_))
+        ));
+        assert_eq!(sink.last().map(|s| s.0), Some(rpc(4).to));
+        // Its late answer is still recognised for a while.
+        assert!(r.peek(later, 2).is_some_and(|(_, late)| late));
+        assert!(r.peek(later + Duration::from_secs(2), 2).is_none());
+    }
+
+    #[test]
+    fn the_soft_timeout_follows_the_round_trips_within_bounds() {
+        let now = Instant::now();
+        let mut r = layer(8, 8);
+        let mut timers = TimerTable::default();
+        let mut sink = Vec::new();
+        let unknown = SocketAddr::from(([10, 0, 0, 9], 1));
+        assert_eq!(r.soft_timeout(&unknown), Duration::from_millis(500));
+        r.submit(now, 999, rpc(3), &mut timers, &mut sink);
+        r.answered(now, 999, &mut timers, &mut sink);
+        assert_eq!(
+            r.soft_timeout(&unknown),
+            Duration::from_millis(500),
+            "one sample says little"
+        );
+        // One slow peer (300 ms) among fast ones (10 ms).
+        let ms = Duration::from_millis;
+        for t in 1..=20u64 {
+            let (port, rtt) = if t == 1 { (2, ms(300)) } else { (1, ms(10)) };
+            r.submit(now, t, rpc(port), &mut timers, &mut sink);
+            r.answered(now + rtt, t, &mut timers, &mut sink);
+        }
+        assert_eq!(r.soft_timeout(&rpc(1).to), ms(25), "own 10 ms, floor 25");
+        assert_eq!(r.soft_timeout(&rpc(2).to), ms(600), "own 300 ms, twice");
+        assert_eq!(r.soft_timeout(&unknown), ms(450), "slowest recent, 1.5x");
+        for t in 21..=100u64 {
+            r.submit(now, t, rpc(1), &mut timers, &mut sink);
+            r.answered(now + ms(10), t, &mut timers, &mut sink);
+        }
+        assert_eq!(r.soft_timeout(&unknown), ms(25), "the slow one aged out");
+    }
+}

@@ -1,0 +1,343 @@
+//! The node as a coordinator: joining, proofs, lookups, and durability as
+//! an output (replies wait for their write batch), on a fixed clock.
+
+use std::time::UNIX_EPOCH;
+
+use super::*;
+use crate::message::Envelope;
+use crate::store::{self, MemoryStore, Store, StoreError};
+use crate::wire::StoreStatus;
+
+fn wall() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(DEFAULT_EPOCH_MS)
+}
+
+fn node(seed: u8, now: Instant) -> Node {
+    Node::new(
+        Config::default(),
+        Identity::from_seed([seed; 32]),
+        [seed; 32],
+        now,
+    )
+    .unwrap()
+}
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, n, 0, 1], 4000))
+}
+
+/// Commit every batch to a throwaway store, as an instant disk would.
+fn commit(n: &mut Node) {
+    store::commit(n, &mut MemoryStore::default()).unwrap();
+}
+
+/// Deliver everything between two nodes until both are quiet.
+fn pump(a: &mut Node, a_addr: SocketAddr, b: &mut Node, b_addr: SocketAddr, now: Instant) {
+    for _ in 0..100 {
+        let mut moved = false;
+        commit(a);
+        commit(b);
+        while let Some(t) = a.poll_transmit() {
+            if t.to == b_addr {
+                b.handle_datagram(now, wall(), a_addr, &t.payload);
+                moved = true;
+            }
+        }
+        commit(b);
+        while let Some(t) = b.poll_transmit() {
+            if t.to == a_addr {
+                a.handle_datagram(now, wall(), b_addr, &t.payload);
+                moved = true;
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("nodes never went quiet");
+}
+
+fn store_request(from: &Identity, txid: u64, e: &Envelope) -> Bytes {
+    wire::encode(&Packet {
+        sender: from.address(),
+        txid,
+        challenge: None,
+        proof: None,
+        body: Body::Store {
+            envelope: Box::new(e.clone()),
+            hops_left: 2,
+        },
+    })
+}
+
+fn stored_reply(n: &mut Node) -> Option<StoreStatus> {
+    while let Some(t) = n.poll_transmit() {
+        if let Ok(Packet {
+            body: Body::Stored { status, .. },
+            ..
+        }) = wire::decode(&t.payload)
+        {
+            return Some(status);
+        }
+    }
+    None
+}
+
+#[test]
+fn bootstrap_verifies_and_joins_both_ways() {
+    let now = Instant::now();
+    let mut a = node(1, now);
+    let mut b = node(2, now);
+    b.bootstrap(now, wall(), vec![addr(1)]);
+    pump(&mut b, addr(2), &mut a, addr(1), now);
+    assert!(b.table().contains(&a.address(), &addr(1)));
+    assert!(a.table().contains(&b.address(), &addr(2)));
+    assert_eq!(b.poll_event(), Some(Event::Joined { contacts: 1 }));
+}
+
+#[test]
+fn silent_bootstrap_reports_failure_and_retries() {
+    let now = Instant::now();
+    let mut b = node(2, now);
+    b.bootstrap(now, wall(), vec![addr(1)]);
+    assert_eq!(b.poll_transmit().map(|t| t.to), Some(addr(1)));
+    let t1 = b.poll_timeout().unwrap();
+    b.handle_timeout(t1, wall());
+    assert_eq!(b.poll_transmit().map(|t| t.to), Some(addr(1)));
+    let t2 = b.poll_timeout().unwrap();
+    b.handle_timeout(t2, wall());
+    match b.poll_event() {
+        Some(Event::BootstrapFailed {
+            tries, retry_in, ..
+        }) => {
+            assert_eq!(tries, 2);
+            assert_eq!(retry_in, Config::default().bootstrap_retry);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let retry = b.poll_timeout().unwrap();
+    assert!(retry >= t2 + Config::default().bootstrap_retry - Duration::from_secs(1));
+    b.handle_timeout(t2 + Config::default().bootstrap_retry, wall());
+    assert_eq!(b.poll_transmit().map(|t| t.to), Some(addr(1)));
+}
+
+#[test]
+fn a_forged_proof_keeps_a_contact_out() {
+    let now = Instant::now();
+    let mut a = node(1, now);
+    let mut b = node(2, now);
+    let evil = Identity::from_seed([9; 32]);
+    b.bootstrap(now, wall(), vec![addr(1)]);
+    let ping = b.poll_transmit().unwrap();
+    let req = wire::decode(&ping.payload).unwrap();
+    // Answer with a's address but the wrong key.
+    let forged = wire::encode(&Packet {
+        sender: a.address(),
+        txid: req.txid,
+        challenge: None,
+        proof: Some(Proof {
+            key: evil.public_key(),
+            signature: evil.sign(&proof_message(&req.challenge.unwrap())),
+        }),
+        body: Body::Pong { observed: None },
+    });
+    b.handle_datagram(now, wall(), addr(1), &forged);
+    assert!(b.table().is_empty());
+    assert_eq!(b.stats().dropped(DropReason::BadSignature), 1);
+    // The genuine answer still counts.
+    a.handle_datagram(now, wall(), addr(2), &ping.payload);
+    let pong = a.poll_transmit().unwrap();
+    b.handle_datagram(now, wall(), addr(1), &pong.payload);
+    assert!(b.table().contains(&a.address(), &addr(1)));
+}
+
+#[test]
+fn lookup_with_empty_table_finishes_at_once() {
+    let now = Instant::now();
+    let mut a = node(1, now);
+    let id = a.lookup(now, wall(), Address([5; 20])).unwrap();
+    match a.poll_event() {
+        Some(Event::LookupDone { id: got, result }) => {
+            assert_eq!(got, id);
+            assert!(result.closest.is_empty());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_stored_reply_waits_until_its_batch_is_durable() {
+    let now = Instant::now();
+    let mut relay = node(1, now);
+    let author = Identity::from_seed([7; 32]);
+    let e = Envelope::sign(
+        &author,
+        Address([0x42; 20]),
+        DEFAULT_EPOCH_MS,
+        3600,
+        4,
+        Bytes::from_static(b"keep me"),
+    );
+    relay.handle_datagram(now, wall(), addr(7), &store_request(&author, 1, &e));
+    assert_eq!(stored_reply(&mut relay), None, "not confirmed before saved");
+    // A duplicate in the same receive batch waits for the same batch.
+    relay.handle_datagram(now, wall(), addr(7), &store_request(&author, 2, &e));
+    assert_eq!(stored_reply(&mut relay), None);
+    // A request that changes nothing is not held up... once nothing is
+    // pending; while a batch is open it waits too.
+    let batch = relay.poll_write().expect("a batch");
+    assert!(batch
+        .ops
+        .iter()
+        .any(|o| matches!(o, Op::Put(Table::Held, k, _) if *k == e.id().0.to_vec())));
+    assert_eq!(stored_reply(&mut relay), None);
+    relay.handle_written(batch.id);
+    assert_eq!(stored_reply(&mut relay), Some(StoreStatus::Held));
+    assert_eq!(stored_reply(&mut relay), Some(StoreStatus::Held));
+    assert!(relay.poll_write().is_none());
+    // Now an unchanged state answers at once.
+    relay.handle_datagram(now, wall(), addr(7), &store_request(&author, 3, &e));
+    assert_eq!(stored_reply(&mut relay), Some(StoreStatus::Held));
+}
+
+/// A store that fails while `failing` is set.
+#[derive(Default)]
+struct Flaky {
+    inner: MemoryStore,
+    failing: bool,
+}
+
+impl Store for Flaky {
+    fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if self.failing {
+            return Err(StoreError::Db("disk full".into()));
+        }
+        self.inner.apply(batch)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+}
+
+#[test]
+fn nothing_is_confirmed_while_the_store_fails_and_all_of_it_once_it_works() {
+    let now = Instant::now();
+    let mut me = node(1, now);
+    let author = Identity::from_seed([7; 32]);
+    let e = Envelope::sign(
+        &author,
+        me.address(),
+        DEFAULT_EPOCH_MS,
+        3600,
+        4,
+        Bytes::from_static(b"for me"),
+    );
+    let mut disk = Flaky {
+        failing: true,
+        ..Flaky::default()
+    };
+    me.handle_datagram(now, wall(), addr(7), &store_request(&author, 1, &e));
+    assert!(store::commit(&mut me, &mut disk).is_err());
+    assert_eq!(me.stats().dropped(DropReason::StoreError), 1);
+    assert_eq!(stored_reply(&mut me), None, "no ack for an unsaved message");
+    assert_eq!(me.poll_event(), None, "not shown either");
+    // The sender retransmits; still failing.
+    me.handle_datagram(now, wall(), addr(7), &store_request(&author, 1, &e));
+    assert!(store::commit(&mut me, &mut disk).is_err());
+    assert_eq!(stored_reply(&mut me), None);
+    disk.failing = false;
+    assert!(store::commit(&mut me, &mut disk).unwrap() >= 1);
+    assert!(matches!(
+        stored_reply(&mut me),
+        Some(StoreStatus::Delivered(_))
+    ));
+    assert!(matches!(
+        me.poll_event(),
+        Some(Event::MessageReceived { .. })
+    ));
+    // What was written is the message itself, marked shown.
+    let snap = disk.load().unwrap();
+    let rows = &snap[&Table::Inbox];
+    assert_eq!(rows.len(), 1);
+    let r = records::InboxRecord::decode(&rows[0].0, &rows[0].1).unwrap();
+    assert_eq!(r.envelope.as_ref(), Some(&e));
+    assert!(!r.unshown);
+}
+
+#[test]
+fn messages_wait_for_the_front_end_and_unshown_ones_come_back_after_a_crash() {
+    let now = Instant::now();
+    let mut me = node(1, now);
+    me.set_message_credit(1);
+    let author = Identity::from_seed([7; 32]);
+    let mut disk = MemoryStore::default();
+    for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+        let e = Envelope::sign(
+            &author,
+            me.address(),
+            DEFAULT_EPOCH_MS + i as u64,
+            3600,
+            4,
+            Bytes::from(text),
+        );
+        me.handle_datagram(now, wall(), addr(7), &store_request(&author, i as u64, &e));
+        store::commit(&mut me, &mut disk).unwrap();
+    }
+    let shown: Vec<Event> = std::iter::from_fn(|| me.poll_event()).collect();
+    assert_eq!(shown.len(), 1, "credit for one");
+    // Crash: the other two were acknowledged but never shown.
+    drop(me);
+    let mut again = node(1, now);
+    again.restore(now, wall(), &disk.load().unwrap());
+    store::commit(&mut again, &mut disk).unwrap();
+    let bodies: Vec<Bytes> = std::iter::from_fn(|| again.poll_event())
+        .filter_map(|e| match e {
+            Event::MessageReceived { body, .. } => Some(body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, vec![Bytes::from("two"), Bytes::from("three")]);
+}
+
+#[test]
+fn a_suspend_does_not_make_fresh_messages_look_future_dated() {
+    let now = Instant::now();
+    let mut relay = node(1, now);
+    let author = Identity::from_seed([7; 32]);
+    // The laptop slept for six hours: the monotonic clock did not move,
+    // the wall clock did, and so did the sender's.
+    let later = wall() + Duration::from_secs(6 * 3600);
+    let e = Envelope::sign(
+        &author,
+        Address([0x42; 20]),
+        unix_ms(later),
+        3600,
+        4,
+        Bytes::from_static(b"fresh"),
+    );
+    relay.handle_datagram(now, later, addr(7), &store_request(&author, 1, &e));
+    commit(&mut relay);
+    assert_eq!(stored_reply(&mut relay), Some(StoreStatus::Held));
+    assert_eq!(relay.stats().dropped(DropReason::FutureDated), 0);
+}
+
+#[test]
+fn requests_past_the_in_flight_cap_wait_instead_of_failing() {
+    let now = Instant::now();
+    let config = Config {
+        max_inflight_rpcs: std::num::NonZeroUsize::new(4).unwrap(),
+        ..Config::default()
+    };
+    let mut a = Node::new(config, Identity::from_seed([1; 32]), [1; 32], now).unwrap();
+    let addrs: Vec<SocketAddr> = (10..20).map(addr).collect();
+    a.bootstrap(now, wall(), addrs);
+    assert_eq!(a.requests(), (4, 6));
+    assert_eq!(a.stats().dropped(DropReason::RpcLimit), 0);
+    assert_eq!(std::iter::from_fn(|| a.poll_transmit()).count(), 4);
+    // As the first ones fail, the rest go out.
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t, wall());
+    a.handle_timeout(t + Duration::from_secs(1), wall());
+    assert_eq!(a.requests(), (4, 2));
+}

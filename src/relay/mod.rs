@@ -1,0 +1,1309 @@
+//! Store-and-forward, as a part of its own: held messages, the outbox, the
+//! inbox, tombstones and routed acks, and the rules of protocol.md §15–§16
+//! for holding, relaying, backoff, delivery, ack propagation and purge.
+//!
+//! The relay owns its state and nothing else. What it needs from the node
+//! (the time, the routing table's view, the identity to sign acks with)
+//! comes in a [`Ctx`] with every call; what it wants done (requests to
+//! send, lookups to start, events, timers) it queues as [`Action`]s for the
+//! node to drain with [`Relay::poll_action`]; the records that changed are
+//! collected with [`Relay::take_writes`]. Every container is capped by a
+//! `Config` value. The unit tests in `tests.rs` drive it with no `Node`.
+
+mod acks;
+mod held;
+mod inbox;
+mod outbox;
+mod route;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tracing::debug;
+
+pub use outbox::OutboxState;
+
+use crate::address::Address;
+use crate::config::Config;
+use crate::drops::DropReason;
+use crate::event::Event;
+use crate::identity::Identity;
+use crate::message::{Ack, Envelope, MessageId};
+use crate::wire::records::{
+    self, AckRecord, HeldRecord, InboxRecord, Op, OutboxRecord, SentState, Snapshot, Table,
+    TombstoneRecord,
+};
+use crate::wire::{Body, Contact, StoreStatus, MAX_BODY};
+use acks::{AckRoutes, HeldAck, Tombstone, Tombstones};
+use held::{Held, HeldSet};
+use inbox::{Inbox, Received};
+use outbox::{Outbox, Outgoing};
+use route::{just_past, Route, ANYWHERE};
+
+/// What the relay needs to know of the routing table.
+pub trait Peers {
+    /// Up to `n` table contacts closest to `target`, closest first.
+    fn closest(&self, target: &Address, n: usize) -> Vec<Contact>;
+    /// Whether `c` proved its key at that endpoint (in the table there, or
+    /// in the verified cache).
+    fn verified(&self, c: &Contact) -> bool;
+    /// Whether `c` is in the table at that endpoint.
+    fn in_table(&self, c: &Contact) -> bool;
+}
+
+/// What every relay call is given.
+pub struct Ctx<'a> {
+    /// Monotonic time now.
+    pub now: Instant,
+    /// Wall-clock time now, ms since the Unix epoch.
+    pub wall_ms: u64,
+    /// The routing table's view.
+    pub peers: &'a dyn Peers,
+    /// Our identity, to sign messages and acks.
+    pub identity: &'a Identity,
+}
+
+/// Names a held message (`ack == false`) or a routed ack, for timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteKey {
+    /// The message id.
+    pub id: MessageId,
+    /// The ack for it rather than the message.
+    pub ack: bool,
+}
+
+/// Which relay request an RPC is, so its answer comes back here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayRequest {
+    /// A `Store` of this message.
+    Store(MessageId),
+    /// An `Acknowledge` of this message.
+    Acknowledge(MessageId),
+    /// A `Pull`.
+    Pull,
+}
+
+/// Something the relay wants the node to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a request; report an answer, failure or soft timeout back.
+    Request {
+        /// To whom.
+        to: Contact,
+        /// The request.
+        body: Body,
+        /// Whether it must carry a challenge (the peer is not verified).
+        challenge: bool,
+        /// Which request it is.
+        purpose: RelayRequest,
+    },
+    /// Find the k closest nodes to this address, then call
+    /// [`Relay::lookup_done`] (a fresh earlier result will do).
+    Lookup(Address),
+    /// Tell the user.
+    Event(Event),
+    /// Call [`Relay::on_timer`] for this key at this time.
+    Schedule(RouteKey, Instant),
+    /// Forget the timer of this key.
+    Cancel(RouteKey),
+    /// Count a drop or refusal.
+    Count(DropReason),
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The text is over the size limit.
+    #[error("message of {0} bytes is over the {MAX_BODY}-byte limit")]
+    BodyTooLarge(usize),
+    /// Sending to our own address.
+    #[error("that is this node's own address")]
+    ToSelf,
+    /// Too many undelivered messages.
+    #[error("{0} messages are still undelivered; wait for some to be delivered or expire")]
+    OutboxFull(usize),
+}
+
+/// The store-and-forward state of one node.
+pub struct Relay {
+    config: Config,
+    me: Address,
+    rng: StdRng,
+    held: HeldSet,
+    acks: AckRoutes,
+    tombstones: Tombstones,
+    outbox: Outbox,
+    inbox: Inbox,
+    /// Messages and acks waiting for a lookup of their target.
+    awaiting: BTreeMap<Address, BTreeSet<RouteKey>>,
+    /// Records to write (inbox records are encoded at once, see `eager`).
+    dirty: BTreeSet<(Table, MessageId)>,
+    /// Inbox writes encoded when they happened: a shown message's text is
+    /// not kept in memory, so its record cannot be rebuilt later.
+    eager: Vec<Op>,
+    actions: VecDeque<Action>,
+    /// A message for us was answered busy: pull again once there is room.
+    refused_for_room: bool,
+}
+
+impl Relay {
+    /// An empty relay for node `me`, whose jitter comes from `seed`.
+    pub fn new(config: &Config, me: Address, seed: [u8; 32]) -> Relay {
+        Relay {
+            config: config.clone(),
+            me,
+            rng: StdRng::from_seed(seed),
+            held: HeldSet::default(),
+            acks: AckRoutes::default(),
+            tombstones: Tombstones::default(),
+            outbox: Outbox::default(),
+            inbox: Inbox::default(),
+            awaiting: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            eager: Vec::new(),
+            actions: VecDeque::new(),
+            refused_for_room: false,
+        }
+    }
+
+    /// The next thing the relay wants done.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn act(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    fn count(&mut self, reason: DropReason) {
+        self.act(Action::Count(reason));
+    }
+
+    fn k(&self) -> usize {
+        self.config.k.get()
+    }
+
+    // ---- durability -------------------------------------------------
+
+    /// Whether records changed since the last [`Relay::take_writes`].
+    pub fn has_writes(&self) -> bool {
+        !self.dirty.is_empty() || !self.eager.is_empty()
+    }
+
+    /// Append the records that changed, as puts and deletes, to `ops`.
+    pub fn take_writes(&mut self, ops: &mut Vec<Op>) {
+        ops.append(&mut self.eager);
+        for (table, id) in std::mem::take(&mut self.dirty) {
+            ops.push(match self.record(table, &id) {
+                Some(v) => Op::Put(table, records::key(&id), v),
+                None => Op::Delete(table, records::key(&id)),
+            });
+        }
+    }
+
+    /// A batch with these changes was not made durable: write them again.
+    /// Records that can be rebuilt from memory are; inbox records (whose
+    /// text memory no longer holds once shown) are replayed as they were,
+    /// before any later change to them.
+    pub fn rewrite(&mut self, failed: Vec<Op>) {
+        let mut replay = Vec::new();
+        for op in failed {
+            match op.key() {
+                (Table::Inbox, _) => replay.push(op),
+                (Table::Meta, _) => {}
+                (t, key) => {
+                    if let Some(id) = records::id_of_key(key) {
+                        self.dirty.insert((t, id));
+                    }
+                }
+            }
+        }
+        replay.append(&mut self.eager);
+        self.eager = replay;
+    }
+
+    fn touch(&mut self, table: Table, id: MessageId) {
+        self.dirty.insert((table, id));
+    }
+
+    fn write_inbox(&mut self, id: &MessageId, envelope: Option<&Envelope>) {
+        let op = match self.inbox.get(id) {
+            Some(r) => Op::Put(
+                Table::Inbox,
+                records::key(id),
+                InboxRecord {
+                    keep_until_ms: r.keep_until_ms,
+                    envelope: envelope.cloned(),
+                    unshown: r.envelope.is_some(),
+                }
+                .encode(),
+            ),
+            None => Op::Delete(Table::Inbox, records::key(id)),
+        };
+        self.eager.push(op);
+    }
+
+    fn record(&self, table: Table, id: &MessageId) -> Option<Vec<u8>> {
+        Some(match table {
+            Table::Held => {
+                let h = self.held.get(id)?;
+                HeldRecord {
+                    envelope: h.envelope.clone(),
+                    hops_left: h.route.hops_left,
+                    budget: h.route.budget,
+                    bound: h.route.bound,
+                }
+                .encode()
+            }
+            Table::Acks => {
+                let a = self.acks.get(id)?;
+                AckRecord {
+                    ack: a.ack,
+                    hops_left: a.route.hops_left,
+                    budget: a.route.budget,
+                    bound: a.route.bound,
+                }
+                .encode()
+            }
+            Table::Tombstones => {
+                let t = self.tombstones.get(id)?;
+                TombstoneRecord {
+                    ack: t.ack,
+                    keep_until_ms: t.keep_until_ms,
+                    routed: t.routed,
+                }
+                .encode()
+            }
+            Table::Outbox => {
+                let o = self.outbox.get(id)?;
+                OutboxRecord {
+                    envelope: o.envelope.clone(),
+                    state: match o.state {
+                        OutboxState::Delivered => SentState::Delivered,
+                        OutboxState::Expired => SentState::Expired,
+                        _ => SentState::Sent,
+                    },
+                }
+                .encode()
+            }
+            Table::Inbox | Table::Meta => return None,
+        })
+    }
+
+    /// Rebuild the state from stored records, dropping what has expired
+    /// or cannot be read (each unreadable record is counted and deleted).
+    /// Every held message and routed ack is retried at once.
+    pub fn restore(&mut self, now: Instant, wall_ms: u64, snapshot: &Snapshot) {
+        let empty = Vec::new();
+        let rows = |t: Table| snapshot.get(&t).unwrap_or(&empty);
+        let backoff = self.config.relay_backoff;
+        let mut corrupt = Vec::new();
+        let mut stale = Vec::new();
+        for (key, value) in rows(Table::Outbox) {
+            match OutboxRecord::decode(key, value) {
+                Ok(r) => {
+                    let state = match r.state {
+                        SentState::Sent => OutboxState::Sent,
+                        SentState::Delivered => OutboxState::Delivered,
+                        SentState::Expired => OutboxState::Expired,
+                    };
+                    self.outbox.insert(Outgoing {
+                        envelope: r.envelope,
+                        state,
+                        placing: BTreeSet::new(),
+                    });
+                }
+                Err(_) => corrupt.push((Table::Outbox, key.clone())),
+            }
+        }
+        for (key, value) in rows(Table::Held) {
+            match HeldRecord::decode(key, value) {
+                Ok(r) if r.envelope.expires_at_ms() > wall_ms => {
+                    let id = r.envelope.id();
+                    let own = self.outbox.contains(&id);
+                    let mut route = Route::new(
+                        r.envelope.recipient(),
+                        r.hops_left,
+                        r.budget,
+                        backoff,
+                        r.bound,
+                    );
+                    route.next_attempt = Some(now);
+                    let me = self.me;
+                    self.held.insert(
+                        &me,
+                        Held {
+                            envelope: r.envelope,
+                            route,
+                            own,
+                        },
+                    );
+                    self.act(Action::Schedule(RouteKey { id, ack: false }, now));
+                }
+                Ok(_) => stale.push((Table::Held, key.clone())),
+                Err(_) => corrupt.push((Table::Held, key.clone())),
+            }
+        }
+        for (key, value) in rows(Table::Acks) {
+            match AckRecord::decode(key, value) {
+                Ok(r) if r.ack.expires_at_ms > wall_ms => {
+                    let id = r.ack.id;
+                    let mut route =
+                        Route::new(r.ack.sender, r.hops_left, r.budget, backoff, r.bound);
+                    route.next_attempt = Some(now);
+                    self.acks.insert(HeldAck { ack: r.ack, route }, usize::MAX);
+                    self.act(Action::Schedule(RouteKey { id, ack: true }, now));
+                }
+                Ok(_) => stale.push((Table::Acks, key.clone())),
+                Err(_) => corrupt.push((Table::Acks, key.clone())),
+            }
+        }
+        for (key, value) in rows(Table::Tombstones) {
+            match TombstoneRecord::decode(key, value) {
+                Ok(r) if r.keep_until_ms > wall_ms => {
+                    self.tombstones.insert(
+                        Tombstone {
+                            ack: r.ack,
+                            keep_until_ms: r.keep_until_ms,
+                            routed: r.routed,
+                        },
+                        usize::MAX,
+                    );
+                }
+                Ok(_) => stale.push((Table::Tombstones, key.clone())),
+                Err(_) => corrupt.push((Table::Tombstones, key.clone())),
+            }
+        }
+        for (key, value) in rows(Table::Inbox) {
+            match InboxRecord::decode(key, value) {
+                Ok(r) if r.unshown || r.keep_until_ms > wall_ms => {
+                    let Some(id) = records::id_of_key(key) else {
+                        continue;
+                    };
+                    let created_at_ms = r.envelope.as_ref().map_or(0, Envelope::created_at_ms);
+                    self.inbox.insert(
+                        id,
+                        Received {
+                            envelope: if r.unshown { r.envelope } else { None },
+                            created_at_ms,
+                            keep_until_ms: r.keep_until_ms,
+                        },
+                    );
+                }
+                Ok(_) => stale.push((Table::Inbox, key.clone())),
+                Err(_) => corrupt.push((Table::Inbox, key.clone())),
+            }
+        }
+        for _ in &corrupt {
+            self.count(DropReason::StoreCorrupt);
+        }
+        for (table, key) in corrupt.into_iter().chain(stale) {
+            self.eager.push(Op::Delete(table, key));
+        }
+    }
+
+    // ---- sending ----------------------------------------------------
+
+    /// Send `body` to `to`: sign it, keep it in the outbox, hold it, and
+    /// ask for a lookup of the recipient to place the first copies.
+    pub fn send(&mut self, ctx: &Ctx, to: Address, body: Bytes) -> Result<MessageId, SendError> {
+        if body.len() > MAX_BODY {
+            return Err(SendError::BodyTooLarge(body.len()));
+        }
+        if to == self.me {
+            return Err(SendError::ToSelf);
+        }
+        let pending = self.outbox.pending();
+        if pending >= self.config.max_outbox {
+            return Err(SendError::OutboxFull(pending));
+        }
+        let envelope = Envelope::sign(
+            ctx.identity,
+            to,
+            ctx.wall_ms,
+            self.config.default_ttl.as_secs().min(u64::from(u32::MAX)) as u32,
+            self.config.hop_limit,
+            body,
+        );
+        let id = envelope.id();
+        self.outbox.insert(Outgoing {
+            envelope: envelope.clone(),
+            state: OutboxState::Finding,
+            placing: BTreeSet::new(),
+        });
+        self.touch(Table::Outbox, id);
+        for gone in self.outbox.trim(self.config.max_outbox) {
+            self.touch(Table::Outbox, gone);
+        }
+        let route = Route::new(
+            to,
+            self.config.hop_limit,
+            self.config.relay_budget,
+            self.config.relay_backoff,
+            ANYWHERE,
+        );
+        let me = self.me;
+        self.held.insert(
+            &me,
+            Held {
+                envelope,
+                route,
+                own: true,
+            },
+        );
+        self.touch(Table::Held, id);
+        self.await_lookup(to, RouteKey { id, ack: false });
+        Ok(id)
+    }
+
+    fn await_lookup(&mut self, target: Address, key: RouteKey) {
+        let waiting = self.awaiting.entry(target).or_default();
+        let first = waiting.is_empty();
+        waiting.insert(key);
+        if first {
+            self.act(Action::Lookup(target));
+        }
+    }
+
+    /// A lookup of `target` finished with `closest` (empty if none could
+    /// run): place the first copies of what waited for it.
+    pub fn lookup_done(&mut self, ctx: &Ctx, target: Address, closest: &[Contact]) {
+        let Some(keys) = self.awaiting.remove(&target) else {
+            return;
+        };
+        for key in keys {
+            if key.ack {
+                self.first_ack_round(ctx, key.id, closest);
+            } else {
+                self.first_round(ctx, key.id, closest);
+            }
+        }
+    }
+
+    fn first_round(&mut self, ctx: &Ctx, id: MessageId, closest: &[Contact]) {
+        let Some(held) = self.held.get(&id) else {
+            return;
+        };
+        let recipient = held.envelope.recipient();
+        let k = self.k();
+        // Lookup results are fresher than the table; both are candidates.
+        let mut targets: Vec<Contact> = closest.to_vec();
+        for c in ctx.peers.closest(&recipient, k) {
+            if !targets.iter().any(|t| t.id == c.id) {
+                targets.push(c);
+            }
+        }
+        targets.sort_by_key(|c| c.id.distance(&recipient));
+        targets.truncate(k);
+        if targets.len() >= k {
+            if let (Some(far), Some(h)) = (targets.last(), self.held.get_mut(&id)) {
+                // Just past the k-th closest: later copies stay in that circle.
+                h.route.bound = just_past(far.id.distance(&recipient));
+            }
+        }
+        let sent = self.store_to(ctx, id, &targets);
+        if let Some(placing) = self.outbox.get_mut_placing(&id) {
+            placing.extend(sent.iter().copied());
+        }
+        let n = sent.len();
+        if self.outbox.get(&id).map(|o| &o.state) == Some(&OutboxState::Finding) {
+            self.outbox.set_state(&id, OutboxState::Placing(n));
+        }
+        if n == 0 {
+            self.first_round_done(id);
+        }
+        self.schedule_attempt(ctx.now, RouteKey { id, ack: false });
+    }
+
+    fn first_round_done(&mut self, id: MessageId) {
+        let Some(o) = self.outbox.get(&id) else {
+            return;
+        };
+        if !matches!(o.state, OutboxState::Finding | OutboxState::Placing(_)) {
+            return;
+        }
+        let to = o.envelope.recipient();
+        let (relays, direct) = match self.held.get(&id) {
+            Some(h) => (
+                h.route.holders.keys().filter(|p| **p != to).count(),
+                h.route.holders.contains_key(&to),
+            ),
+            None => (0, false),
+        };
+        self.outbox.set_state(&id, OutboxState::Sent);
+        self.act(Action::Event(Event::MessageSent {
+            id,
+            to,
+            relays,
+            direct,
+        }));
+    }
+
+    /// A first-round peer answered, failed, or went past the soft timeout.
+    fn first_round_step(&mut self, id: MessageId, peer: &Address) {
+        let done = match self.outbox.get_mut_placing(&id) {
+            Some(placing) => placing.remove(peer) && placing.is_empty(),
+            None => false,
+        };
+        if done {
+            self.first_round_done(id);
+        } else if let Some(o) = self.outbox.get(&id) {
+            if let OutboxState::Placing(_) = o.state {
+                let left = o.placing.len();
+                self.outbox.set_state(&id, OutboxState::Placing(left));
+            }
+        }
+    }
+
+    /// Send `Store` for held message `id` to those of `targets` its route
+    /// allows. Returns the peers sent to.
+    fn store_to(&mut self, ctx: &Ctx, id: MessageId, targets: &[Contact]) -> Vec<Address> {
+        let me = self.me;
+        let Some(held) = self.held.get_mut(&id) else {
+            return Vec::new();
+        };
+        let picks = held.route.pick(&me, targets);
+        if picks.is_empty() {
+            return Vec::new();
+        }
+        self.touch(Table::Held, id);
+        let envelope = match self.held.get(&id) {
+            Some(h) => h.envelope.clone(),
+            None => return Vec::new(),
+        };
+        let mut sent = Vec::with_capacity(picks.len());
+        for (c, hops_left) in picks {
+            sent.push(c.id);
+            self.act(Action::Request {
+                to: c,
+                body: Body::Store {
+                    envelope: Box::new(envelope.clone()),
+                    hops_left,
+                },
+                challenge: !ctx.peers.verified(&c),
+                purpose: RelayRequest::Store(id),
+            });
+        }
+        sent
+    }
+
+    fn ack_to(&mut self, id: MessageId, targets: &[Contact]) {
+        let me = self.me;
+        let Some(h) = self.acks.get_mut(&id) else {
+            return;
+        };
+        let picks = h.route.pick(&me, targets);
+        if picks.is_empty() {
+            return;
+        }
+        let ack = h.ack;
+        self.touch(Table::Acks, id);
+        for (c, hops_left) in picks {
+            self.act(Action::Request {
+                to: c,
+                body: Body::Acknowledge {
+                    ack: Box::new(ack),
+                    hops_left,
+                },
+                challenge: false,
+                purpose: RelayRequest::Acknowledge(id),
+            });
+        }
+    }
+
+    /// Purge-only acks (hops 0) to `peers`: sent once, not retried later.
+    fn purge(&mut self, ack: &Ack, peers: Vec<Contact>) {
+        for to in peers {
+            self.act(Action::Request {
+                to,
+                body: Body::Acknowledge {
+                    ack: Box::new(*ack),
+                    hops_left: 0,
+                },
+                challenge: false,
+                purpose: RelayRequest::Acknowledge(ack.id),
+            });
+        }
+    }
+
+    fn schedule_attempt(&mut self, now: Instant, key: RouteKey) {
+        let factor = self.rng.gen_range(0.75..1.25);
+        let cap = self.config.relay_backoff_max;
+        let route = if key.ack {
+            self.acks.get_mut(&key.id).map(|a| &mut a.route)
+        } else {
+            self.held.get_mut(&key.id).map(|h| &mut h.route)
+        };
+        if let Some(route) = route {
+            let at = route.schedule(now, factor, cap);
+            self.act(Action::Schedule(key, at));
+        }
+    }
+
+    /// A timer set with [`Action::Schedule`] is due.
+    pub fn on_timer(&mut self, ctx: &Ctx, key: RouteKey) {
+        self.attempt(ctx, key);
+    }
+
+    fn attempt(&mut self, ctx: &Ctx, key: RouteKey) {
+        let id = key.id;
+        let k = self.k();
+        if key.ack {
+            let Some(a) = self.acks.get(&id) else {
+                return;
+            };
+            if a.ack.expires_at_ms <= ctx.wall_ms || a.route.budget == 0 {
+                self.stop_routing(&id);
+                return;
+            }
+            let targets = ctx.peers.closest(&a.ack.sender, k);
+            self.ack_to(id, &targets);
+            self.schedule_attempt(ctx.now, key);
+        } else {
+            let Some(h) = self.held.get(&id) else {
+                return;
+            };
+            if h.envelope.expires_at_ms() <= ctx.wall_ms {
+                self.expire(id);
+                return;
+            }
+            if h.route.budget == 0 {
+                debug!(id = %id.short(), "relay budget spent");
+                self.unhold(&id);
+                return;
+            }
+            let targets = ctx.peers.closest(&h.envelope.recipient(), k);
+            self.store_to(ctx, id, &targets);
+            self.schedule_attempt(ctx.now, key);
+        }
+    }
+
+    fn stop_routing(&mut self, id: &MessageId) {
+        if self.acks.remove(id).is_some() {
+            self.touch(Table::Acks, *id);
+            self.act(Action::Cancel(RouteKey { id: *id, ack: true }));
+        }
+    }
+
+    fn unhold(&mut self, id: &MessageId) -> Option<Held> {
+        let me = self.me;
+        let h = self.held.remove(&me, id)?;
+        self.touch(Table::Held, *id);
+        self.act(Action::Cancel(RouteKey {
+            id: *id,
+            ack: false,
+        }));
+        Some(h)
+    }
+
+    fn expire(&mut self, id: MessageId) {
+        self.unhold(&id);
+        let pending = self.outbox.get(&id).is_some_and(|o| !o.state.is_finished());
+        if pending {
+            self.outbox.set_state(&id, OutboxState::Expired);
+            self.touch(Table::Outbox, id);
+            self.act(Action::Event(Event::MessageExpired { id }));
+        }
+    }
+
+    /// Drop what has expired: held messages, outbox entries, routed acks,
+    /// tombstones and shown inbox entries.
+    pub fn sweep(&mut self, ctx: &Ctx) {
+        let now_ms = ctx.wall_ms;
+        let expired: Vec<MessageId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.envelope.expires_at_ms() <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired.into_iter().chain(self.outbox.expired(now_ms)) {
+            self.expire(id);
+        }
+        for id in self.acks.expired(now_ms) {
+            self.stop_routing(&id);
+        }
+        for id in self.tombstones.expire(now_ms) {
+            self.touch(Table::Tombstones, id);
+        }
+        for id in self.inbox.expire(now_ms) {
+            self.write_inbox(&id, None);
+        }
+    }
+
+    // ---- receiving a Store --------------------------------------------
+
+    /// Answer a `Store` from `from` (protocol.md §15.1).
+    pub fn on_store(
+        &mut self,
+        ctx: &Ctx,
+        from: Contact,
+        envelope: Envelope,
+        hops_left: u32,
+    ) -> StoreStatus {
+        let id = envelope.id();
+        // 1. A late copy of an acknowledged message meets its ack.
+        if let Some(t) = self.tombstones.get(&id) {
+            if t.ack.matches(&envelope) {
+                return StoreStatus::Acknowledged(Box::new(t.ack));
+            }
+            // A tombstone that does not match is a forgery: forget it.
+            self.count(DropReason::ForgedAck);
+            self.tombstones.remove(&id);
+            self.touch(Table::Tombstones, id);
+        }
+        // 2. A duplicate: its requester holds a copy.
+        if self.held.contains(&id) {
+            self.note_holder(ctx, id, from);
+            return StoreStatus::Held;
+        }
+        // 3. Acceptance checks.
+        if let Some(reason) = self.invalid(ctx, &envelope) {
+            self.count(reason);
+            return StoreStatus::Refused;
+        }
+        // 4. Delivery.
+        if envelope.recipient() == self.me {
+            return self.deliver(ctx, from, envelope);
+        }
+        if !self.config.relay {
+            self.count(DropReason::NotRelaying);
+            return StoreStatus::Refused;
+        }
+        // 5. Room.
+        if let Err(reason) = self.make_room(&envelope) {
+            self.count(reason);
+            return StoreStatus::Busy;
+        }
+        // 6. Hold, and relay on at once.
+        let route = Route::new(
+            envelope.recipient(),
+            hops_left,
+            self.config.relay_budget,
+            self.config.relay_backoff,
+            self.me.distance(&envelope.recipient()),
+        );
+        let me = self.me;
+        self.held.insert(
+            &me,
+            Held {
+                envelope,
+                route,
+                own: false,
+            },
+        );
+        self.touch(Table::Held, id);
+        self.note_holder(ctx, id, from);
+        self.attempt(ctx, RouteKey { id, ack: false });
+        StoreStatus::Held
+    }
+
+    /// Why `e` is unacceptable now, if it is (the signature last: it is
+    /// the only expensive check).
+    fn invalid(&self, ctx: &Ctx, e: &Envelope) -> Option<DropReason> {
+        let now_ms = ctx.wall_ms;
+        if u64::from(e.ttl_secs()) > self.config.max_ttl.as_secs() {
+            Some(DropReason::TtlTooLong)
+        } else if e.created_at_ms()
+            > now_ms.saturating_add(self.config.clock_skew.as_millis() as u64)
+        {
+            Some(DropReason::FutureDated)
+        } else if e.expires_at_ms() <= now_ms {
+            Some(DropReason::Expired)
+        } else if !e.verify() {
+            Some(DropReason::BadMessageSignature)
+        } else {
+            None
+        }
+    }
+
+    /// Make room for `e` under the quota and caps of §16.10, evicting held
+    /// messages for recipients farther from us than `e`'s.
+    fn make_room(&mut self, e: &Envelope) -> Result<(), DropReason> {
+        if self.held.count_from(&e.sender()) >= self.config.max_held_per_sender {
+            return Err(DropReason::SenderQuota);
+        }
+        let size = e.body().len();
+        let mine = e.recipient().distance(&self.me);
+        while self.held.len() >= self.config.max_held
+            || self.held.bytes() + size > self.config.max_held_bytes
+        {
+            match self.held.farthest() {
+                Some((d, victim)) if d > mine => {
+                    self.count(DropReason::EvictedHeld);
+                    self.unhold(&victim);
+                }
+                _ => return Err(DropReason::RelayFull),
+            }
+        }
+        Ok(())
+    }
+
+    /// Remember that `from`, which sent us a copy of `id`, holds it. Only a
+    /// verified contact at that endpoint counts, and never the recipient:
+    /// an unproven claim must not stop us from delivering.
+    fn note_holder(&mut self, ctx: &Ctx, id: MessageId, from: Contact) {
+        let cap = self.config.max_tracked_peers;
+        let verified = ctx.peers.verified(&from);
+        if let Some(h) = self.held.get_mut(&id) {
+            if verified && from.id != h.envelope.recipient() {
+                h.route.add_holder(from, cap);
+            }
+        }
+    }
+
+    /// We are the recipient: store the message, then acknowledge it
+    /// (§16.4). It is shown later, through [`Relay::release_messages`].
+    fn deliver(&mut self, ctx: &Ctx, from: Contact, envelope: Envelope) -> StoreStatus {
+        let id = envelope.id();
+        let ack = Ack::sign(ctx.identity, &envelope);
+        if self.inbox.contains(&id) {
+            return StoreStatus::Delivered(Box::new(ack));
+        }
+        if self.inbox.unshown_len() >= self.config.max_unshown {
+            self.refused_for_room = true;
+            self.count(DropReason::InboxFull);
+            return StoreStatus::Busy;
+        }
+        let keep_until_ms = envelope
+            .expires_at_ms()
+            .saturating_add(self.config.tombstone_margin.as_millis() as u64);
+        let sender = envelope.sender();
+        self.inbox.insert(
+            id,
+            Received {
+                created_at_ms: envelope.created_at_ms(),
+                envelope: Some(envelope.clone()),
+                keep_until_ms,
+            },
+        );
+        self.write_inbox(&id, Some(&envelope));
+        for gone in self.inbox.trim(self.config.max_inbox) {
+            self.write_inbox(&gone, None);
+        }
+        self.keep_tombstone(ctx, ack);
+        // The sender itself, verified, learns of delivery from our answer;
+        // anyone else's copy means the ack must travel to the sender.
+        let from_sender = from.id == sender && ctx.peers.verified(&from);
+        if !from_sender {
+            self.route_ack(ctx, ack, self.config.hop_limit, true);
+        }
+        // Tell our neighbourhood (where the copies gather) to drop theirs.
+        let near: Vec<Contact> = ctx
+            .peers
+            .closest(&self.me, self.k())
+            .into_iter()
+            .filter(|c| c.id != from.id)
+            .collect();
+        self.purge(&ack, near);
+        StoreStatus::Delivered(Box::new(ack))
+    }
+
+    /// Hand up to `n` unshown messages to the user, in the order they were
+    /// written, marking them shown. Returns how many.
+    pub fn release_messages(&mut self, n: usize) -> usize {
+        let mut released = 0;
+        while released < n {
+            let Some(id) = self.inbox.next_unshown() else {
+                break;
+            };
+            let Some(e) = self.inbox.mark_shown(&id) else {
+                break;
+            };
+            self.write_inbox(&id, Some(&e));
+            self.act(Action::Event(Event::MessageReceived {
+                id,
+                from: e.sender(),
+                body: e.body().clone(),
+                created_at_ms: e.created_at_ms(),
+            }));
+            released += 1;
+        }
+        released
+    }
+
+    /// Whether a message for us was refused for want of room and room has
+    /// been made since: the node should pull again. Clears the flag.
+    pub fn wants_pull(&mut self) -> bool {
+        if self.refused_for_room && self.inbox.unshown_len() < self.config.max_unshown / 2 {
+            self.refused_for_room = false;
+            return true;
+        }
+        false
+    }
+
+    // ---- acks -------------------------------------------------------
+
+    fn keep_tombstone(&mut self, ctx: &Ctx, ack: Ack) {
+        let cap = ctx
+            .wall_ms
+            .saturating_add(self.config.max_ttl.as_millis() as u64);
+        let keep_until_ms = ack
+            .expires_at_ms
+            .min(cap)
+            .saturating_add(self.config.tombstone_margin.as_millis() as u64);
+        let routed = self.tombstones.get(&ack.id).is_some_and(|t| t.routed);
+        let evicted = self.tombstones.insert(
+            Tombstone {
+                ack,
+                keep_until_ms,
+                routed,
+            },
+            self.config.max_tombstones,
+        );
+        self.touch(Table::Tombstones, ack.id);
+        for id in evicted {
+            self.touch(Table::Tombstones, id);
+        }
+    }
+
+    fn route_ack(&mut self, ctx: &Ctx, ack: Ack, hops_left: u32, origin: bool) {
+        if ack.sender == self.me || self.acks.contains(&ack.id) {
+            return;
+        }
+        if self.tombstones.set_routed(&ack.id) {
+            self.touch(Table::Tombstones, ack.id);
+        }
+        let bound = if origin {
+            ANYWHERE
+        } else {
+            self.me.distance(&ack.sender)
+        };
+        let route = Route::new(
+            ack.sender,
+            hops_left,
+            self.config.relay_budget,
+            self.config.relay_backoff,
+            bound,
+        );
+        let evicted = self
+            .acks
+            .insert(HeldAck { ack, route }, self.config.max_routed_acks);
+        self.touch(Table::Acks, ack.id);
+        for id in evicted {
+            self.count(DropReason::EvictedAck);
+            self.touch(Table::Acks, id);
+            self.act(Action::Cancel(RouteKey { id, ack: true }));
+        }
+        let key = RouteKey {
+            id: ack.id,
+            ack: true,
+        };
+        if origin {
+            // Find the sender's neighbourhood first, as for a message.
+            self.await_lookup(ack.sender, key);
+        } else {
+            self.attempt(ctx, key);
+        }
+    }
+
+    fn first_ack_round(&mut self, ctx: &Ctx, id: MessageId, closest: &[Contact]) {
+        let k = self.k();
+        let Some(h) = self.acks.get_mut(&id) else {
+            return;
+        };
+        let sender = h.ack.sender;
+        let targets = if closest.is_empty() {
+            ctx.peers.closest(&sender, k)
+        } else {
+            closest.to_vec()
+        };
+        if targets.len() >= k {
+            if let Some(far) = targets.last() {
+                h.route.bound = just_past(far.id.distance(&sender));
+            }
+        }
+        self.ack_to(id, &targets);
+        self.schedule_attempt(ctx.now, RouteKey { id, ack: true });
+    }
+
+    /// Act on an ack from `peer` (from a `Stored` answer, `hops_left` 0),
+    /// as in §16.5. Returns false if it is forged.
+    pub fn on_ack(&mut self, ctx: &Ctx, peer: Option<Contact>, ack: Ack, hops_left: u32) -> bool {
+        // Our hop limit bounds how far we carry anyone's ack.
+        let hops_left = hops_left.min(self.config.hop_limit);
+        if let Some(t) = self.tombstones.get(&ack.id) {
+            if t.ack == ack {
+                // Known already (perhaps from a purge): carry it on towards
+                // the sender if asked and never done before.
+                if hops_left > 0 && !t.routed {
+                    self.route_ack(ctx, ack, hops_left, false);
+                }
+                self.ack_holder(&ack.id, peer);
+                return true;
+            }
+        }
+        let genuine = match self
+            .held
+            .get(&ack.id)
+            .map(|h| &h.envelope)
+            .or_else(|| self.outbox.get(&ack.id).map(|o| &o.envelope))
+        {
+            Some(e) => ack.matches(e),
+            // Without the message only the signature can be checked; an
+            // ack claiming a longer life than any message may have is bogus.
+            None => {
+                let longest = ctx.wall_ms.saturating_add(
+                    (self.config.max_ttl + self.config.clock_skew).as_millis() as u64,
+                );
+                ack.expires_at_ms <= longest && ack.verify()
+            }
+        };
+        if !genuine {
+            self.count(DropReason::ForgedAck);
+            return false;
+        }
+        self.keep_tombstone(ctx, ack);
+        let pending = self
+            .outbox
+            .get(&ack.id)
+            .filter(|o| o.state != OutboxState::Delivered)
+            .map(|o| o.envelope.recipient());
+        if let Some(to) = pending {
+            self.first_round_done(ack.id);
+            self.outbox.set_state(&ack.id, OutboxState::Delivered);
+            self.touch(Table::Outbox, ack.id);
+            self.act(Action::Event(Event::Delivered { id: ack.id, to }));
+        }
+        if let Some(h) = self.unhold(&ack.id) {
+            // Everyone we know has a copy or was sent one, but the bearer
+            // and the recipient (which has it).
+            let peers: Vec<Contact> = h
+                .route
+                .known_peers()
+                .into_iter()
+                .filter(|c| Some(c.id) != peer.map(|p| p.id) && c.id != h.envelope.recipient())
+                .collect();
+            self.purge(&ack, peers);
+        }
+        if hops_left > 0 {
+            self.route_ack(ctx, ack, hops_left, false);
+        }
+        self.ack_holder(&ack.id, peer);
+        true
+    }
+
+    fn ack_holder(&mut self, id: &MessageId, peer: Option<Contact>) {
+        let cap = self.config.max_tracked_peers;
+        if let (Some(p), Some(a)) = (peer, self.acks.get_mut(id)) {
+            a.route.add_holder(p, cap);
+        }
+    }
+
+    // ---- answers to our requests ------------------------------------
+
+    /// `peer` answered our `Store` of `id` with `status`.
+    pub fn on_stored(&mut self, ctx: &Ctx, peer: Contact, id: MessageId, status: StoreStatus) {
+        let cap = self.config.max_tracked_peers;
+        match status {
+            StoreStatus::Held => {
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.route.add_holder(peer, cap);
+                }
+            }
+            StoreStatus::Delivered(ack) | StoreStatus::Acknowledged(ack) => {
+                // The recipient took it itself: the placement was direct.
+                if let Some(h) = self.held.get_mut(&id) {
+                    if peer.id == h.envelope.recipient() && ack.recipient() == peer.id {
+                        h.route.add_holder(peer, cap);
+                    }
+                }
+                self.on_ack(ctx, Some(peer), *ack, 0);
+            }
+            // Stays tried: it would refuse again.
+            StoreStatus::Refused => {}
+            // No room for now: offer it again at a later attempt, free.
+            StoreStatus::Busy => {
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.route.untry(&peer.id, true);
+                }
+            }
+        }
+        self.first_round_step(id, &peer.id);
+    }
+
+    /// Our `Store` of `id` to `peer` failed (or could not be sent, `unsent`).
+    pub fn store_failed(&mut self, peer: &Address, id: MessageId, unsent: bool) {
+        if let Some(h) = self.held.get_mut(&id) {
+            h.route.untry(peer, unsent);
+        }
+        self.first_round_step(id, peer);
+    }
+
+    /// Our `Store` of `id` to `peer` is past the soft timeout: it still
+    /// counts if it is answered, but the sender stops waiting for it.
+    pub fn store_slow(&mut self, peer: &Address, id: MessageId) {
+        self.first_round_step(id, peer);
+    }
+
+    /// `peer` answered our `Acknowledge` of `id`.
+    pub fn on_acknowledged(&mut self, peer: Contact, id: MessageId) {
+        let cap = self.config.max_tracked_peers;
+        let done = match self.acks.get_mut(&id) {
+            Some(a) => {
+                a.route.add_holder(peer, cap);
+                a.ack.sender == peer.id
+            }
+            None => false,
+        };
+        if done {
+            // The sender has it: nothing left to route.
+            self.stop_routing(&id);
+        }
+    }
+
+    /// Our `Acknowledge` of `id` to `peer` failed (or was not sent).
+    pub fn ack_failed(&mut self, peer: &Address, id: MessageId, unsent: bool) {
+        if let Some(a) = self.acks.get_mut(&id) {
+            a.route.untry(peer, unsent);
+        }
+    }
+
+    // ---- contacts ---------------------------------------------------
+
+    /// `contact` proved its key and was offered to the routing table (not
+    /// merely refreshed; `moved` if it proved itself at a new endpoint):
+    /// hand it what we hold for it, and copies it is now among the closest
+    /// for (§16.8).
+    pub fn contact_appeared(&mut self, ctx: &Ctx, contact: Contact, moved: bool) {
+        let k = self.k();
+        if moved {
+            // Whatever went to its old endpoint may never have arrived.
+            for id in self.held.for_recipient(&contact.id) {
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.route.untry(&contact.id, false);
+                }
+            }
+            for id in self.acks.for_sender(&contact.id) {
+                if let Some(a) = self.acks.get_mut(&id) {
+                    a.route.untry(&contact.id, false);
+                }
+            }
+        }
+        let mut stores: Vec<MessageId> = Vec::new();
+        for (id, h) in self.held.iter() {
+            if h.route.knows(&contact.id) || h.envelope.expires_at_ms() <= ctx.wall_ms {
+                continue;
+            }
+            let r = h.envelope.recipient();
+            let wanted = contact.id == r
+                || (h.route.hops_left > 0
+                    && (h.route.holders.len() < k
+                        || h.route
+                            .farthest_holder()
+                            .is_some_and(|far| contact.id.distance(&r) < far)));
+            if wanted {
+                stores.push(*id);
+            }
+        }
+        for id in stores {
+            let Some(r) = self.held.get(&id).map(|h| h.envelope.recipient()) else {
+                continue;
+            };
+            // Only if the newcomer is among our k closest to the recipient.
+            let in_k =
+                contact.id == r || ctx.peers.closest(&r, k).iter().any(|c| c.id == contact.id);
+            if in_k {
+                self.store_to(ctx, id, &[contact]);
+            }
+        }
+        for id in self.acks.for_sender(&contact.id) {
+            self.ack_to(id, &[contact]);
+        }
+    }
+
+    /// Answer a `Pull` from `contact`: how many messages and acks we hold
+    /// for it; if it is in our table at that endpoint, push them now.
+    pub fn on_pull(&mut self, ctx: &Ctx, contact: Contact) -> u32 {
+        let count = self.held.count_for(&contact.id) + self.acks.count_for(&contact.id);
+        if count > 0 && ctx.peers.in_table(&contact) {
+            // Clear earlier attempts so they are retried now.
+            for id in self.held.for_recipient(&contact.id) {
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.route.untry(&contact.id, false);
+                }
+            }
+            for id in self.acks.for_sender(&contact.id) {
+                if let Some(a) = self.acks.get_mut(&id) {
+                    a.route.untry(&contact.id, false);
+                }
+            }
+            self.contact_appeared(ctx, contact, false);
+        }
+        // Otherwise the node's verification runs first; once the contact
+        // enters the table it gets the messages.
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Ask `near` (our closest contacts) for what they hold for us.
+    pub fn pull(&mut self, near: &[Contact]) {
+        for c in near.iter().take(self.k()) {
+            self.act(Action::Request {
+                to: *c,
+                body: Body::Pull,
+                challenge: false,
+                purpose: RelayRequest::Pull,
+            });
+        }
+    }
+
+    // ---- inspection -------------------------------------------------
+
+    /// Whether we hold a copy of message `id` to relay.
+    pub fn holds(&self, id: &MessageId) -> bool {
+        self.held.contains(id)
+    }
+
+    /// Held messages (including our own undelivered ones).
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Acks kept as tombstones.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Acks being routed to senders.
+    pub fn routing_acks(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// State of a message we sent.
+    pub fn outbox_state(&self, id: &MessageId) -> Option<OutboxState> {
+        self.outbox.get(id).map(|o| o.state.clone())
+    }
+
+    /// Our messages neither delivered nor expired.
+    pub fn outbox_pending(&self) -> usize {
+        self.outbox.pending()
+    }
+
+    /// Received messages remembered.
+    pub fn inbox_count(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Received messages not yet handed to the user.
+    pub fn unshown_count(&self) -> usize {
+        self.inbox.unshown_len()
+    }
+
+    /// Remaining budget and hops of a held message, for tests and `/stats`.
+    pub fn route_of(&self, key: RouteKey) -> Option<(u32, u32)> {
+        if key.ack {
+            self.acks
+                .get(&key.id)
+                .map(|a| (a.route.budget, a.route.hops_left))
+        } else {
+            self.held
+                .get(&key.id)
+                .map(|h| (h.route.budget, h.route.hops_left))
+        }
+    }
+}

@@ -1,0 +1,981 @@
+//! The relay on its own: one test per rule of protocol.md §15–§16, driven on
+//! a fixed clock with a fake routing table, no sockets and no `Node`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::wire::records::Op;
+
+const NOW_MS: u64 = 1_700_000_000_000;
+
+/// A routing table that is a plain list; every contact is verified unless
+/// listed as unverified.
+#[derive(Default)]
+struct FakePeers {
+    contacts: Vec<Contact>,
+    unverified: BTreeSet<Address>,
+}
+
+impl Peers for FakePeers {
+    fn closest(&self, target: &Address, n: usize) -> Vec<Contact> {
+        let mut v = self.contacts.clone();
+        v.sort_by_key(|c| c.id.distance(target));
+        v.truncate(n);
+        v
+    }
+
+    fn verified(&self, c: &Contact) -> bool {
+        !self.unverified.contains(&c.id)
+    }
+
+    fn in_table(&self, c: &Contact) -> bool {
+        self.contacts.contains(c)
+    }
+}
+
+struct H {
+    relay: Relay,
+    peers: FakePeers,
+    me: Identity,
+    now: Instant,
+    wall_ms: u64,
+    actions: Vec<Action>,
+}
+
+/// `base` with its last byte replaced: a contact very near `base`.
+fn near(base: Address, last: u8) -> Address {
+    let mut a = base;
+    a.0[19] = last;
+    a
+}
+
+fn contact(id: Address, n: u8) -> Contact {
+    Contact {
+        id,
+        addr: SocketAddr::from(([10, 1, 0, n], 4000)),
+    }
+}
+
+/// A recipient far from the relay's own address (first bit flipped).
+fn far_from(me: Address) -> Address {
+    let mut a = me;
+    a.0[0] ^= 0x80;
+    a.0[19] = 0;
+    a
+}
+
+fn author() -> Identity {
+    Identity::from_seed([7; 32])
+}
+
+fn envelope(to: Address, text: &'static str) -> Envelope {
+    Envelope::sign(
+        &author(),
+        to,
+        NOW_MS,
+        3600,
+        4,
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+impl H {
+    fn new(config: Config) -> H {
+        let me = Identity::from_seed([1; 32]);
+        H {
+            relay: Relay::new(&config, me.address(), [3; 32]),
+            peers: FakePeers::default(),
+            me,
+            now: Instant::now(),
+            wall_ms: NOW_MS,
+            actions: Vec::new(),
+        }
+    }
+
+    fn addr(&self) -> Address {
+        self.me.address()
+    }
+
+    /// Add `n` contacts near `target`.
+    fn neighbours(&mut self, target: Address, n: u8) -> Vec<Contact> {
+        let added: Vec<Contact> = (1..=n).map(|i| contact(near(target, i), i)).collect();
+        self.peers.contacts.extend(added.iter().copied());
+        added
+    }
+
+    fn run<T>(&mut self, f: impl FnOnce(&mut Relay, &Ctx) -> T) -> T {
+        let ctx = Ctx {
+            now: self.now,
+            wall_ms: self.wall_ms,
+            peers: &self.peers,
+            identity: &self.me,
+        };
+        let out = f(&mut self.relay, &ctx);
+        while let Some(a) = self.relay.poll_action() {
+            self.actions.push(a);
+        }
+        out
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.wall_ms += d.as_millis() as u64;
+    }
+
+    fn store(&mut self, from: Contact, e: &Envelope, hops: u32) -> StoreStatus {
+        let e = e.clone();
+        self.run(|r, ctx| r.on_store(ctx, from, e, hops))
+    }
+
+    fn writes(&mut self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        self.relay.take_writes(&mut ops);
+        ops
+    }
+}
+
+fn stores(actions: &[Action]) -> Vec<(Address, u32, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request {
+                to,
+                body: Body::Store { hops_left, .. },
+                challenge,
+                ..
+            } => Some((to.id, *hops_left, *challenge)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn acks(actions: &[Action]) -> Vec<(Address, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request {
+                to,
+                body: Body::Acknowledge { hops_left, .. },
+                ..
+            } => Some((to.id, *hops_left)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn counted(actions: &[Action], reason: DropReason) -> usize {
+    actions
+        .iter()
+        .filter(|a| **a == Action::Count(reason))
+        .count()
+}
+
+fn schedules(actions: &[Action]) -> Vec<(RouteKey, Instant)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Schedule(k, at) => Some((*k, *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(actions: &[Action]) -> Vec<Event> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A relay holding one message for a far recipient with `n` neighbours of
+/// the recipient in its table.
+fn holding(config: Config, n: u8) -> (H, Envelope, Vec<Contact>) {
+    let mut h = H::new(config);
+    let to = far_from(h.addr());
+    let ns = h.neighbours(to, n);
+    let e = envelope(to, "hello");
+    let from = contact(near(h.addr(), 0xee), 200);
+    assert_eq!(h.store(from, &e, 3), StoreStatus::Held);
+    (h, e, ns)
+}
+
+#[test]
+fn a_valid_store_is_held_and_relayed_at_once_only_inwards() {
+    let mut h = H::new(Config::default());
+    let to = far_from(h.addr());
+    let inside = h.neighbours(to, 3);
+    // A contact farther from the recipient than we are gets nothing.
+    let mut far = h.addr();
+    far.0[0] ^= 0x40;
+    let outside = contact(far, 99);
+    h.peers.contacts.push(outside);
+    let e = envelope(to, "hi");
+    let from = contact(near(h.addr(), 0xee), 200);
+    assert_eq!(h.store(from, &e, 3), StoreStatus::Held);
+    assert!(h.relay.holds(&e.id()));
+    let sent = stores(&h.take());
+    let ids: BTreeSet<Address> = sent.iter().map(|s| s.0).collect();
+    assert_eq!(ids, inside.iter().map(|c| c.id).collect());
+    assert!(
+        sent.iter().all(|s| s.1 == 2 && !s.2),
+        "hops 3 - 1, verified"
+    );
+    // The record is written.
+    let ops = h.writes();
+    assert!(ops
+        .iter()
+        .any(|o| matches!(o, Op::Put(Table::Held, k, _) if *k == e.id().0.to_vec())));
+}
+
+#[test]
+fn invalid_stores_are_refused_and_counted_by_reason() {
+    let mut h = H::new(Config::default());
+    let to = far_from(h.addr());
+    let from = contact(near(h.addr(), 0xee), 200);
+    let a = author();
+    let cases = [
+        (
+            Envelope::sign(&a, to, NOW_MS, 8 * 24 * 3600, 4, Bytes::new()),
+            DropReason::TtlTooLong,
+        ),
+        (
+            Envelope::sign(&a, to, NOW_MS + 600_000, 3600, 4, Bytes::new()),
+            DropReason::FutureDated,
+        ),
+        (
+            Envelope::sign(&a, to, NOW_MS - 7_200_000, 3600, 4, Bytes::new()),
+            DropReason::Expired,
+        ),
+        (
+            {
+                let e = envelope(to, "x");
+                Envelope::from_parts(
+                    *e.sender_key(),
+                    e.recipient(),
+                    e.created_at_ms(),
+                    e.ttl_secs(),
+                    e.hop_limit(),
+                    Bytes::from_static(b"y"),
+                    *e.signature(),
+                )
+            },
+            DropReason::BadMessageSignature,
+        ),
+    ];
+    for (e, reason) in cases {
+        assert_eq!(h.store(from, &e, 2), StoreStatus::Refused);
+        assert_eq!(counted(&h.take(), reason), 1, "{reason}");
+        assert!(!h.relay.holds(&e.id()));
+    }
+    assert_eq!(h.relay.held_count(), 0);
+}
+
+#[test]
+fn attempts_back_off_exponentially_with_jitter_up_to_the_cap() {
+    let (mut h, e, _) = holding(Config::default(), 2);
+    let key = RouteKey {
+        id: e.id(),
+        ack: false,
+    };
+    let mut expected = Duration::from_secs(30);
+    for _ in 0..10 {
+        let sched = schedules(&h.take());
+        let (k, at) = *sched.last().expect("an attempt is scheduled");
+        assert_eq!(k, key);
+        let delay = at - h.now;
+        assert!(
+            delay >= expected.mul_f64(0.75) && delay < expected.mul_f64(1.25),
+            "{delay:?} for backoff {expected:?}"
+        );
+        h.now = at;
+        h.wall_ms = NOW_MS; // keep the message alive
+        h.run(|r, ctx| r.on_timer(ctx, key));
+        expected = (expected * 2).min(Duration::from_secs(3600));
+    }
+}
+
+#[test]
+fn the_budget_caps_transmissions_and_a_spent_copy_is_dropped() {
+    let config = Config {
+        relay_budget: 3,
+        ..Config::default()
+    };
+    let (mut h, e, _) = holding(config, 8);
+    assert_eq!(stores(&h.take()).len(), 3, "only the budget's worth");
+    assert_eq!(
+        h.relay.route_of(RouteKey {
+            id: e.id(),
+            ack: false
+        }),
+        Some((0, 3))
+    );
+    h.run(|r, ctx| {
+        r.on_timer(
+            ctx,
+            RouteKey {
+                id: e.id(),
+                ack: false,
+            },
+        )
+    });
+    assert!(!h.relay.holds(&e.id()), "spent: dropped");
+    assert!(stores(&h.take()).is_empty());
+}
+
+#[test]
+fn a_copy_with_no_hops_left_goes_only_to_the_recipient() {
+    let mut h = H::new(Config::default());
+    let to = far_from(h.addr());
+    h.neighbours(to, 4);
+    let recipient = contact(to, 50);
+    let e = envelope(to, "last hop");
+    let from = contact(near(h.addr(), 0xee), 200);
+    assert_eq!(h.store(from, &e, 0), StoreStatus::Held);
+    assert!(
+        stores(&h.take()).is_empty(),
+        "no hops: nobody but the recipient"
+    );
+    h.peers.contacts.push(recipient);
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    assert_eq!(stores(&h.take()), vec![(to, 0, false)]);
+}
+
+#[test]
+fn a_newcomer_gets_what_is_addressed_to_it_and_copies_it_is_closer_for() {
+    let (mut h, e, _) = holding(Config::default(), 2);
+    h.take();
+    // Fewer than k holders: a contact inside the bound and among our k
+    // closest to the recipient gets a copy.
+    let newcomer = contact(near(e.recipient(), 0x40), 60);
+    h.peers.contacts.push(newcomer);
+    h.run(|r, ctx| r.contact_appeared(ctx, newcomer, false));
+    assert_eq!(stores(&h.take()), vec![(newcomer.id, 2, false)]);
+    // The recipient itself gets it with hops 0.
+    let recipient = contact(e.recipient(), 61);
+    h.peers.contacts.push(recipient);
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    assert_eq!(stores(&h.take()), vec![(recipient.id, 0, false)]);
+    // Offered again: already tried, nothing more.
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    assert!(stores(&h.take()).is_empty());
+}
+
+#[test]
+fn a_contact_that_moved_gets_its_messages_again() {
+    let (mut h, e, _) = holding(Config::default(), 1);
+    h.take();
+    let recipient = contact(e.recipient(), 61);
+    h.peers.contacts.push(recipient);
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    assert_eq!(stores(&h.take()).len(), 1);
+    let moved = Contact {
+        addr: SocketAddr::from(([10, 9, 9, 9], 5000)),
+        ..recipient
+    };
+    h.peers.contacts.retain(|c| c.id != moved.id);
+    h.peers.contacts.push(moved);
+    h.run(|r, ctx| r.contact_appeared(ctx, moved, true));
+    let sent: Vec<Contact> = h
+        .take()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Request { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![moved], "pushed to the new endpoint");
+}
+
+#[test]
+fn pull_pushes_only_to_a_requester_in_the_table_at_that_endpoint() {
+    let (mut h, e, _) = holding(Config::default(), 1);
+    h.take();
+    let recipient = contact(e.recipient(), 61);
+    // Not in the table: the count, nothing pushed.
+    assert_eq!(h.run(|r, ctx| r.on_pull(ctx, recipient)), 1);
+    assert!(stores(&h.take()).is_empty());
+    h.peers.contacts.push(recipient);
+    assert_eq!(h.run(|r, ctx| r.on_pull(ctx, recipient)), 1);
+    assert_eq!(stores(&h.take()), vec![(recipient.id, 0, false)]);
+    // Pulled again (say the first copy was lost): tried marks are cleared.
+    assert_eq!(h.run(|r, ctx| r.on_pull(ctx, recipient)), 1);
+    assert_eq!(stores(&h.take()).len(), 1);
+}
+
+#[test]
+fn a_forged_ack_changes_nothing() {
+    let (mut h, e, _) = holding(Config::default(), 2);
+    h.take();
+    h.writes();
+    let mallory = Identity::from_seed([66; 32]);
+    let forged = Ack::sign(&mallory, &e);
+    let peer = contact(near(h.addr(), 0x77), 77);
+    assert!(!h.run(|r, ctx| r.on_ack(ctx, Some(peer), forged, 2)));
+    let actions = h.take();
+    assert_eq!(counted(&actions, DropReason::ForgedAck), 1);
+    assert!(h.relay.holds(&e.id()));
+    assert_eq!(h.relay.tombstone_count(), 0);
+    assert!(acks(&actions).is_empty());
+    assert!(h.writes().is_empty(), "no state written");
+}
+
+#[test]
+fn a_genuine_ack_purges_the_copy_along_the_paths_it_took() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let to = recipient.address();
+    let ns = h.neighbours(to, 3);
+    let e = envelope(to, "real");
+    let bearer = contact(near(h.addr(), 0xee), 200);
+    assert_eq!(h.store(bearer, &e, 3), StoreStatus::Held);
+    assert_eq!(stores(&h.take()).len(), 3);
+    let ack = Ack::sign(&recipient, &e);
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(ns[0]), ack, 0)));
+    let purged: BTreeSet<(Address, u32)> = acks(&h.take()).into_iter().collect();
+    // Everyone tried or holding, except the one the ack came from.
+    let want: BTreeSet<(Address, u32)> = ns[1..]
+        .iter()
+        .map(|c| (c.id, 0))
+        .chain([(bearer.id, 0)])
+        .collect();
+    assert_eq!(purged, want);
+    assert!(!h.relay.holds(&e.id()));
+    assert_eq!(h.relay.tombstone_count(), 1);
+}
+
+#[test]
+fn an_ack_with_hops_left_is_routed_towards_the_sender() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let e = envelope(recipient.address(), "x");
+    let sender = e.sender();
+    let toward: Vec<Contact> = h.neighbours(sender, 3);
+    let ack = Ack::sign(&recipient, &e);
+    let bearer = contact(near(h.addr(), 0xee), 200);
+    // Without the message only the signature can be checked: accepted.
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(bearer), ack, 3)));
+    let sent: BTreeSet<(Address, u32)> = acks(&h.take()).into_iter().collect();
+    assert_eq!(sent, toward.iter().map(|c| (c.id, 2)).collect());
+    assert_eq!(h.relay.routing_acks(), 1);
+    // The sender answering ends the routing.
+    let s = contact(sender, 90);
+    h.run(|r, _| r.on_acknowledged(s, ack.id));
+    assert_eq!(h.relay.routing_acks(), 0);
+}
+
+#[test]
+fn a_duplicate_ack_is_routed_only_if_never_routed_before() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let e = envelope(recipient.address(), "x");
+    h.neighbours(e.sender(), 2);
+    let ack = Ack::sign(&recipient, &e);
+    let bearer = contact(near(h.addr(), 0xee), 200);
+    // A purge brings it first: kept, not routed.
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(bearer), ack, 0)));
+    assert!(acks(&h.take()).is_empty());
+    // The routed copy follows: routed now.
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(bearer), ack, 2)));
+    assert_eq!(acks(&h.take()).len(), 2);
+    // Routing ends (the sender answers); a later duplicate is not routed again.
+    h.run(|r, _| r.on_acknowledged(contact(e.sender(), 90), ack.id));
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(bearer), ack, 2)));
+    assert!(acks(&h.take()).is_empty());
+}
+
+#[test]
+fn a_late_copy_meets_the_tombstone() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let e = envelope(recipient.address(), "late");
+    let ack = Ack::sign(&recipient, &e);
+    assert!(h.run(|r, ctx| r.on_ack(ctx, None, ack, 0)));
+    let from = contact(near(h.addr(), 0xee), 200);
+    assert_eq!(
+        h.store(from, &e, 3),
+        StoreStatus::Acknowledged(Box::new(ack))
+    );
+    assert!(!h.relay.holds(&e.id()));
+}
+
+#[test]
+fn a_forged_tombstone_is_exposed_by_the_message() {
+    let mut h = H::new(Config::default());
+    let to = far_from(h.addr());
+    h.neighbours(to, 2);
+    let e = envelope(to, "target");
+    // Signed by someone who is not the recipient: valid on signature alone.
+    let forged = Ack::sign(&Identity::from_seed([66; 32]), &e);
+    assert!(h.run(|r, ctx| r.on_ack(ctx, None, forged, 0)));
+    assert_eq!(h.relay.tombstone_count(), 1);
+    let from = contact(near(h.addr(), 0xee), 200);
+    assert_eq!(h.store(from, &e, 3), StoreStatus::Held);
+    assert_eq!(counted(&h.take(), DropReason::ForgedAck), 1);
+    assert_eq!(h.relay.tombstone_count(), 0);
+}
+
+#[test]
+fn a_full_relay_evicts_the_farthest_recipient_first_and_never_its_own() {
+    let config = Config {
+        max_held: 2,
+        ..Config::default()
+    };
+    let mut h = H::new(config);
+    let me = h.addr();
+    // Our own message, to the farthest possible recipient.
+    let own_to = far_from(me);
+    h.run(|r, ctx| r.send(ctx, own_to, Bytes::from_static(b"mine")))
+        .expect("send");
+    let from = contact(near(me, 0xee), 200);
+    let mut mid = me;
+    mid.0[1] ^= 0x80; // farther than `close`, nearer than `own_to`
+    let mut close = me;
+    close.0[10] ^= 0x01;
+    let e_mid = envelope(mid, "mid");
+    assert_eq!(h.store(from, &e_mid, 2), StoreStatus::Held);
+    // Full. A message for a nearer recipient evicts the farthest other one.
+    let e_close = envelope(close, "close");
+    assert_eq!(h.store(from, &e_close, 2), StoreStatus::Held);
+    assert_eq!(counted(&h.take(), DropReason::EvictedHeld), 1);
+    assert!(!h.relay.holds(&e_mid.id()));
+    assert!(h.relay.holds(&e_close.id()));
+    // A message for a farther recipient than anything evictable is busy.
+    let e_far = envelope(mid, "far again");
+    assert_eq!(h.store(from, &e_far, 2), StoreStatus::Busy);
+    assert_eq!(counted(&h.take(), DropReason::RelayFull), 1);
+    assert_eq!(h.relay.held_count(), 2, "own message kept");
+}
+
+#[test]
+fn the_per_sender_quota_answers_busy() {
+    let config = Config {
+        max_held_per_sender: 2,
+        ..Config::default()
+    };
+    let mut h = H::new(config);
+    let to = far_from(h.addr());
+    let from = contact(near(h.addr(), 0xee), 200);
+    for text in ["a", "b"] {
+        assert_eq!(h.store(from, &envelope(to, text), 2), StoreStatus::Held);
+    }
+    assert_eq!(h.store(from, &envelope(to, "c"), 2), StoreStatus::Busy);
+    assert_eq!(counted(&h.take(), DropReason::SenderQuota), 1);
+    // Another sender still fits.
+    let other = Envelope::sign(
+        &Identity::from_seed([8; 32]),
+        to,
+        NOW_MS,
+        3600,
+        4,
+        Bytes::from_static(b"d"),
+    );
+    assert_eq!(h.store(from, &other, 2), StoreStatus::Held);
+}
+
+#[test]
+fn a_node_that_does_not_relay_refuses_others_messages() {
+    let mut h = H::new(Config {
+        relay: false,
+        ..Config::default()
+    });
+    let to = far_from(h.addr());
+    let from = contact(near(h.addr(), 0xee), 200);
+    assert_eq!(h.store(from, &envelope(to, "x"), 2), StoreStatus::Refused);
+    assert_eq!(counted(&h.take(), DropReason::NotRelaying), 1);
+}
+
+#[test]
+fn delivery_stores_the_message_before_the_ack_and_shows_it_once_when_released() {
+    let mut h = H::new(Config::default());
+    let me = h.addr();
+    let neighbours = h.neighbours(me, 3);
+    let e = envelope(me, "for me");
+    let relay_peer = neighbours[0];
+    let status = h.store(relay_peer, &e, 0);
+    let StoreStatus::Delivered(ack) = status else {
+        panic!("{status:?}");
+    };
+    assert!(ack.matches(&e));
+    let actions = h.take();
+    // Not shown yet: it waits for the front end.
+    assert!(events(&actions).is_empty());
+    assert_eq!(h.relay.unshown_count(), 1);
+    // The message itself (not only its id) is in the inbox record.
+    let ops = h.writes();
+    let inbox = ops.iter().find_map(|o| match o {
+        Op::Put(Table::Inbox, k, v) => Some(InboxRecord::decode(k, v).unwrap()),
+        _ => None,
+    });
+    assert!(inbox.is_some_and(|r| r.unshown && r.envelope == Some(e.clone())));
+    // The ack goes to the sender (a lookup first) and a purge to our
+    // neighbourhood, except the peer that brought it.
+    assert!(actions.contains(&Action::Lookup(e.sender())));
+    let purged: BTreeSet<Address> = acks(&actions).into_iter().map(|a| a.0).collect();
+    assert_eq!(purged, neighbours[1..].iter().map(|c| c.id).collect());
+    // A second copy: not stored again, answered with the ack.
+    assert!(matches!(
+        h.store(neighbours[1], &e, 0),
+        StoreStatus::Acknowledged(_)
+    ));
+    // Released: shown once, marked shown.
+    assert_eq!(h.run(|r, _| r.release_messages(10)), 1);
+    let shown = events(&h.take());
+    assert!(matches!(&shown[..], [Event::MessageReceived { id, .. }] if *id == e.id()));
+    assert_eq!(h.run(|r, _| r.release_messages(10)), 0);
+    let ops = h.writes();
+    assert!(ops.iter().any(|o| matches!(o,
+        Op::Put(Table::Inbox, k, v) if !InboxRecord::decode(k, v).unwrap().unshown)));
+}
+
+#[test]
+fn a_message_from_its_own_sender_needs_no_routed_ack() {
+    let mut h = H::new(Config::default());
+    let me = h.addr();
+    let e = envelope(me, "direct");
+    let sender = contact(e.sender(), 9);
+    assert!(matches!(h.store(sender, &e, 0), StoreStatus::Delivered(_)));
+    let actions = h.take();
+    assert!(!actions.iter().any(|a| matches!(a, Action::Lookup(_))));
+    assert_eq!(h.relay.routing_acks(), 0);
+}
+
+#[test]
+fn catch_up_is_shown_in_writing_order() {
+    let mut h = H::new(Config::default());
+    let me = h.addr();
+    let a = author();
+    let from = contact(near(me, 0xee), 200);
+    for (t, text) in [(3, "third"), (1, "first"), (2, "second")] {
+        let e = Envelope::sign(
+            &a,
+            me,
+            NOW_MS + t,
+            3600,
+            4,
+            Bytes::from_static(text.as_bytes()),
+        );
+        assert!(matches!(h.store(from, &e, 0), StoreStatus::Delivered(_)));
+    }
+    h.take();
+    h.run(|r, _| r.release_messages(usize::MAX));
+    let texts: Vec<Bytes> = events(&h.take())
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { body, .. } => Some(body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["first", "second", "third"].map(|t| Bytes::from_static(t.as_bytes()))
+    );
+}
+
+#[test]
+fn too_many_unshown_messages_are_answered_busy_and_pulled_later() {
+    let mut h = H::new(Config {
+        max_unshown: 2,
+        ..Config::default()
+    });
+    let me = h.addr();
+    let from = contact(near(me, 0xee), 200);
+    for text in ["a", "b"] {
+        assert!(matches!(
+            h.store(from, &envelope(me, text), 0),
+            StoreStatus::Delivered(_)
+        ));
+    }
+    let third = envelope(me, "c");
+    assert_eq!(h.store(from, &third, 0), StoreStatus::Busy);
+    assert_eq!(counted(&h.take(), DropReason::InboxFull), 1);
+    assert!(!h.relay.wants_pull());
+    h.run(|r, _| r.release_messages(2));
+    assert!(h.relay.wants_pull(), "room again: ask the relays");
+    assert!(!h.relay.wants_pull());
+    assert!(matches!(
+        h.store(from, &third, 0),
+        StoreStatus::Delivered(_)
+    ));
+}
+
+#[test]
+fn sending_places_copies_after_one_lookup_and_reports_sent_then_delivered() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let to = recipient.address();
+    let ns = h.neighbours(to, 8);
+    let id1 = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"one")))
+        .expect("send");
+    let id2 = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"two")))
+        .expect("send");
+    let lookups = h
+        .take()
+        .into_iter()
+        .filter(|a| matches!(a, Action::Lookup(_)))
+        .count();
+    assert_eq!(lookups, 1, "one lookup serves both");
+    assert_eq!(h.relay.outbox_state(&id1), Some(OutboxState::Finding));
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    let sent = stores(&h.take());
+    assert_eq!(sent.len(), 16, "k copies of each");
+    assert!(sent.iter().all(|s| s.1 == 3));
+    assert_eq!(h.relay.outbox_state(&id1), Some(OutboxState::Placing(8)));
+    for c in &ns {
+        h.run(|r, ctx| r.on_stored(ctx, *c, id1, StoreStatus::Held));
+    }
+    let ev = events(&h.take());
+    assert_eq!(
+        ev,
+        vec![Event::MessageSent {
+            id: id1,
+            to,
+            relays: 8,
+            direct: false
+        }]
+    );
+    // The ack arrives through a relay.
+    let e = h
+        .relay
+        .outbox
+        .get(&id1)
+        .map(|o| o.envelope.clone())
+        .unwrap();
+    let ack = Ack::sign(&recipient, &e);
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(ns[0]), ack, 0)));
+    assert_eq!(events(&h.take()), vec![Event::Delivered { id: id1, to }]);
+    assert_eq!(h.relay.outbox_state(&id1), Some(OutboxState::Delivered));
+    assert_eq!(h.relay.outbox_pending(), 1);
+    assert!(h.relay.holds(&id2));
+}
+
+#[test]
+fn a_slow_first_round_peer_does_not_hold_up_the_sent_report() {
+    let mut h = H::new(Config::default());
+    let to = Identity::from_seed([2; 32]).address();
+    let ns = h.neighbours(to, 2);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"x")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    h.take();
+    h.run(|r, ctx| r.on_stored(ctx, ns[0], id, StoreStatus::Held));
+    assert!(events(&h.take()).is_empty());
+    h.run(|r, _| r.store_slow(&ns[1].id, id));
+    assert!(matches!(
+        &events(&h.take())[..],
+        [Event::MessageSent { relays: 1, .. }]
+    ));
+    // Its late answer still makes it a holder.
+    h.run(|r, ctx| r.on_stored(ctx, ns[1], id, StoreStatus::Held));
+    assert!(events(&h.take()).is_empty());
+}
+
+#[test]
+fn busy_and_failed_peers_are_tried_again_at_the_next_attempt() {
+    let (mut h, e, ns) = holding(Config::default(), 2);
+    h.take();
+    let id = e.id();
+    let budget = h.relay.route_of(RouteKey { id, ack: false }).unwrap().0;
+    h.run(|r, ctx| r.on_stored(ctx, ns[0], id, StoreStatus::Busy));
+    h.run(|r, _| r.store_failed(&ns[1].id, id, false));
+    assert_eq!(
+        h.relay.route_of(RouteKey { id, ack: false }).unwrap().0,
+        budget + 1,
+        "busy is free, a timeout is not"
+    );
+    h.run(|r, ctx| r.on_timer(ctx, RouteKey { id, ack: false }));
+    let again: BTreeSet<Address> = stores(&h.take()).into_iter().map(|s| s.0).collect();
+    assert_eq!(again, ns.iter().map(|c| c.id).collect());
+    // A refusal is final.
+    h.run(|r, ctx| r.on_stored(ctx, ns[0], id, StoreStatus::Refused));
+    h.run(|r, ctx| r.on_stored(ctx, ns[1], id, StoreStatus::Held));
+    h.run(|r, ctx| r.on_timer(ctx, RouteKey { id, ack: false }));
+    assert!(stores(&h.take()).is_empty());
+}
+
+#[test]
+fn an_expired_message_is_dropped_and_its_sender_told() {
+    let mut h = H::new(Config {
+        default_ttl: Duration::from_secs(60),
+        ..Config::default()
+    });
+    let to = Identity::from_seed([2; 32]).address();
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"x")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &[]));
+    h.take();
+    h.advance(Duration::from_secs(61));
+    h.run(|r, ctx| r.on_timer(ctx, RouteKey { id, ack: false }));
+    assert!(!h.relay.holds(&id));
+    assert_eq!(events(&h.take()), vec![Event::MessageExpired { id }]);
+    assert_eq!(h.relay.outbox_state(&id), Some(OutboxState::Expired));
+    h.run(|r, ctx| r.sweep(ctx));
+    assert!(events(&h.take()).is_empty(), "told once");
+}
+
+#[test]
+fn the_sweep_forgets_tombstones_and_shown_messages_after_their_time() {
+    let mut h = H::new(Config::default());
+    let me = h.addr();
+    let from = contact(near(me, 0xee), 200);
+    let e = envelope(me, "x");
+    assert!(matches!(h.store(from, &e, 0), StoreStatus::Delivered(_)));
+    h.run(|r, _| r.release_messages(1));
+    assert_eq!((h.relay.tombstone_count(), h.relay.inbox_count()), (1, 1));
+    h.writes();
+    // Message TTL 1 h plus the 1 h margin.
+    h.advance(Duration::from_secs(2 * 3600 + 1));
+    h.run(|r, ctx| r.sweep(ctx));
+    assert_eq!((h.relay.tombstone_count(), h.relay.inbox_count()), (0, 0));
+    let ops = h.writes();
+    assert!(ops.contains(&Op::Delete(Table::Tombstones, e.id().0.to_vec())));
+    assert!(ops.contains(&Op::Delete(Table::Inbox, e.id().0.to_vec())));
+}
+
+#[test]
+fn routed_acks_are_capped_soonest_expiry_first() {
+    let mut h = H::new(Config {
+        max_routed_acks: 2,
+        ..Config::default()
+    });
+    let recipient = Identity::from_seed([2; 32]);
+    let a = author();
+    let bearer = contact(near(h.addr(), 0xee), 200);
+    let mut ids = Vec::new();
+    for ttl in [100, 300, 200] {
+        let e = Envelope::sign(&a, recipient.address(), NOW_MS, ttl, 4, Bytes::new());
+        ids.push(e.id());
+        assert!(h.run(|r, ctx| r.on_ack(ctx, Some(bearer), Ack::sign(&recipient, &e), 2)));
+    }
+    assert_eq!(h.relay.routing_acks(), 2);
+    assert_eq!(counted(&h.take(), DropReason::EvictedAck), 1);
+    assert!(h
+        .relay
+        .route_of(RouteKey {
+            id: ids[0],
+            ack: true
+        })
+        .is_none());
+    assert_eq!(h.relay.tombstone_count(), 3, "tombstones stay");
+}
+
+#[test]
+fn only_changed_records_are_written_and_restore_brings_everything_back() {
+    let mut h = H::new(Config::default());
+    let me = h.addr();
+    let recipient = Identity::from_seed([2; 32]);
+    h.neighbours(recipient.address(), 2);
+    let from = contact(near(me, 0xee), 200);
+    // Held, routed ack + tombstone, outbox, inbox (unshown).
+    let held = envelope(far_from(me), "held");
+    assert_eq!(h.store(from, &held, 2), StoreStatus::Held);
+    let acked = envelope(recipient.address(), "acked");
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(from), Ack::sign(&recipient, &acked), 2)));
+    let sent = h
+        .run(|r, ctx| r.send(ctx, recipient.address(), Bytes::from_static(b"mine")))
+        .expect("send");
+    let inbound = envelope(me, "for me");
+    assert!(matches!(
+        h.store(from, &inbound, 0),
+        StoreStatus::Delivered(_)
+    ));
+    let ops = h.writes();
+    assert!(h.writes().is_empty(), "nothing changed since");
+    // A duplicate changes nothing on disk.
+    assert_eq!(h.store(from, &held, 2), StoreStatus::Held);
+    assert!(h.writes().is_empty());
+
+    let mut store = crate::store::MemoryStore::default();
+    crate::store::Store::apply(&mut store, &crate::wire::records::WriteBatch { id: 1, ops })
+        .unwrap();
+    let snapshot = crate::store::Store::load(&store).unwrap();
+    let mut again = H::new(Config::default());
+    again.relay.restore(again.now, again.wall_ms, &snapshot);
+    again.run(|_, _| ());
+    assert!(again.relay.holds(&held.id()) && again.relay.holds(&sent));
+    // The ack we route for another, and the one for our own delivery.
+    assert_eq!(again.relay.routing_acks(), 2);
+    assert_eq!(again.relay.tombstone_count(), 2);
+    assert_eq!(again.relay.outbox_state(&sent), Some(OutboxState::Sent));
+    assert_eq!(again.relay.unshown_count(), 1);
+    // Every retry resumes at once.
+    let now = again.now;
+    let resumed: BTreeSet<RouteKey> = schedules(&again.take())
+        .into_iter()
+        .filter(|(_, at)| *at == now)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(resumed.len(), 4, "2 held (ours and another's) + 2 acks");
+}
+
+#[test]
+fn unreadable_records_are_counted_and_deleted_on_restore() {
+    let mut snapshot = Snapshot::new();
+    snapshot.insert(Table::Held, vec![(vec![1; 20], vec![0xff, 0x01])]);
+    snapshot.insert(Table::Tombstones, vec![(vec![2; 3], vec![])]);
+    let mut h = H::new(Config::default());
+    h.relay.restore(h.now, h.wall_ms, &snapshot);
+    assert_eq!(
+        counted(&h.take(), DropReason::StoreCorrupt),
+        0,
+        "not yet drained"
+    );
+    h.run(|_, _| ());
+    assert_eq!(counted(&h.take(), DropReason::StoreCorrupt), 2);
+    let ops = h.writes();
+    assert!(ops.contains(&Op::Delete(Table::Held, vec![1; 20])));
+    assert!(ops.contains(&Op::Delete(Table::Tombstones, vec![2; 3])));
+    assert_eq!(h.relay.held_count(), 0);
+}
+
+#[test]
+fn a_batch_that_failed_is_written_again() {
+    let (mut h, e, _) = holding(Config::default(), 2);
+    let first = h.writes();
+    assert!(!first.is_empty());
+    assert!(h.writes().is_empty());
+    h.relay.rewrite(first.clone());
+    let again = h.writes();
+    let keys = |ops: &[Op]| -> BTreeSet<(Table, Vec<u8>)> {
+        ops.iter()
+            .map(|o| (o.key().0, o.key().1.to_vec()))
+            .collect()
+    };
+    assert_eq!(keys(&again), keys(&first));
+    assert!(again
+        .iter()
+        .any(|o| matches!(o, Op::Put(Table::Held, k, _) if *k == e.id().0.to_vec())));
+}
+
+#[test]
+fn a_duplicate_store_records_only_verified_non_recipient_holders() {
+    let (mut h, e, _) = holding(Config::default(), 1);
+    h.take();
+    let id = e.id();
+    // The recipient's address claimed by someone: not recorded as holding,
+    // so the copy still goes to the real recipient when it appears.
+    let claimer = contact(e.recipient(), 66);
+    assert_eq!(h.store(claimer, &e, 3), StoreStatus::Held);
+    let unverified = contact(near(e.recipient(), 0x30), 67);
+    h.peers.unverified.insert(unverified.id);
+    assert_eq!(h.store(unverified, &e, 3), StoreStatus::Held);
+    let real = contact(e.recipient(), 68);
+    h.peers.contacts.push(real);
+    h.run(|r, ctx| r.contact_appeared(ctx, real, false));
+    assert_eq!(stores(&h.take()), vec![(real.id, 0, false)]);
+    assert!(h.relay.holds(&id));
+}
