@@ -46,11 +46,12 @@ pub struct Config {
     /// How many times a request is re-sent after a timeout. Default 1: one
     /// lost datagram does not mark a live peer as failed.
     pub rpc_retries: u32,
-    /// Floor of the soft timeout: after `max(soft_timeout_min, srtt + 4 ×
-    /// rttvar)` without an answer (smoothed round trip as in RFC 6298) a
-    /// lookup stops counting a peer as in flight and moves on; a late
-    /// answer is still used. Default 25 ms: above scheduling noise on one
-    /// host, far below internet round trips, where the estimate dominates.
+    /// Floor of the soft timeout. A lookup stops counting a peer as in
+    /// flight after twice that peer's last round trip, or for a peer never
+    /// measured after 1.5 × the slowest of the last 64 round trips (half of
+    /// `rpc_timeout` until 16 were seen), but never sooner than this; a
+    /// late answer is still used. Default 25 ms: above scheduling noise on
+    /// one host, far below internet round trips, where the estimates rule.
     pub soft_timeout_min: Duration,
     /// Requests a node may have in flight at once. Default 256. Bounds
     /// memory and fan-out bursts; further requests wait in a queue.
@@ -127,9 +128,10 @@ pub struct Config {
     pub relay_backoff: Duration,
     /// Cap on the re-relay delay. Default 1 hour.
     pub relay_backoff_max: Duration,
-    /// Held messages (not counting our own outbox). Default 4096; when full
-    /// the message whose recipient is farthest from us is evicted first
-    /// (we are the least responsible for it), or the new one is refused.
+    /// Held messages, our own undelivered ones included (those are never
+    /// evicted). Default 4096; when full the message whose recipient is
+    /// farthest from us is evicted first (we are the least responsible for
+    /// it), or the newcomer is answered busy.
     pub max_held: usize,
     /// Total body bytes of held messages. Default 4 MiB; same eviction.
     pub max_held_bytes: usize,

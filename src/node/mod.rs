@@ -342,10 +342,24 @@ impl Node {
         if let Some(b) = barrier {
             let tx: Vec<Transmit> = self.transmits.drain(mark.transmits..).collect();
             let ev: Vec<Event> = self.events.drain(mark.events..).collect();
-            self.gated
-                .extend(tx.into_iter().map(|t| (b, Gated::Transmit(t))));
-            self.gated
-                .extend(ev.into_iter().map(|e| (b, Gated::Event(e))));
+            for t in tx {
+                // While the disk fails, outputs pile up here: bounded like
+                // the transmit queue (a dropped reply is retried by its
+                // requester; received messages are never dropped).
+                if self.gated.len() >= 2 * MAX_QUEUE {
+                    self.count_drop(DropReason::TxQueueFull);
+                } else {
+                    self.gated.push_back((b, Gated::Transmit(t)));
+                }
+            }
+            for e in ev {
+                let is_message = matches!(e, Event::MessageReceived { .. });
+                if self.gated.len() >= 2 * MAX_QUEUE && !is_message {
+                    self.count_drop(DropReason::EventQueueFull);
+                } else {
+                    self.gated.push_back((b, Gated::Event(e)));
+                }
+            }
         }
     }
 
@@ -389,8 +403,11 @@ impl Node {
                 continue;
             }
             match g {
-                Gated::Transmit(t) => self.transmits.push_back(t),
-                Gated::Event(e) => self.events.push_back(e),
+                Gated::Transmit(t) if self.transmits.len() < MAX_QUEUE => {
+                    self.transmits.push_back(t)
+                }
+                Gated::Transmit(_) => self.count_drop(DropReason::TxQueueFull),
+                Gated::Event(e) => self.emit(e),
             }
         }
         self.gated = keep;
@@ -884,6 +901,7 @@ impl Node {
             key: self.identity.public_key(),
             signature: self.identity.sign(&proof_message(&c)),
         });
+        let holding_for_it = matches!(body, Body::Pulled { count } if count > 0);
         let reply = wire::encode(&Packet {
             sender: self.me,
             txid: packet.txid,
@@ -895,12 +913,14 @@ impl Node {
         // Learn about the requester, but let it into the table only once it
         // has proven its key and that it receives at `from`, and only
         // challenge it if it would be placed (or would set off a check).
+        // A puller we hold something for is always worth it: proving its
+        // key is how it gets its messages (§16.9).
         if !self.table.touch(&contact.id, &from, now) {
             if self.verified.contains(&contact) {
                 self.offer(now, contact);
             } else if self.rpcs.open_len() < self.config.max_inflight_rpcs.get() / 2
                 && !self.rpcs.has_request_to(&from)
-                && self.table.worth_verifying(&contact, now)
+                && (holding_for_it || self.table.worth_verifying(&contact, now))
             {
                 self.request(
                     now,
@@ -986,8 +1006,11 @@ impl Node {
         }
         match rpc.purpose {
             Purpose::Bootstrap => {
-                self.boot.outstanding = self.boot.outstanding.saturating_sub(1);
-                if !self.boot.answered && !late {
+                // A late answer's request was already counted as failed.
+                if !late {
+                    self.boot.outstanding = self.boot.outstanding.saturating_sub(1);
+                }
+                if !self.boot.answered {
                     self.boot.answered = true;
                     self.boot.scheduled = false;
                     self.timers.cancel(&Timer::Bootstrap);
@@ -1003,6 +1026,15 @@ impl Node {
             Purpose::CheckOldest => self.table.ping_result(&contact.id, true, now),
             Purpose::FindNode(id) => {
                 if let Body::Nodes { contacts } = &packet.body {
+                    // Match the form datagrams arrive from (plain IPv4).
+                    let contacts: Vec<Contact> = contacts
+                        .iter()
+                        .map(|c| Contact {
+                            id: c.id,
+                            addr: SocketAddr::new(c.addr.ip().to_canonical(), c.addr.port()),
+                        })
+                        .collect();
+                    let contacts = &contacts;
                     let me = self.me;
                     if let Some((lookup, _)) = self.lookups.get_mut(&id) {
                         lookup.on_response(&contact.id, contacts, &me);

@@ -228,7 +228,9 @@ impl Rpcs {
     /// the request timeout.
     pub(crate) fn soft_timeout(&self, peer: &SocketAddr) -> Duration {
         let guess = match (self.recent.per_peer.get(peer), self.recent.slowest()) {
-            (Some(own), _) => *own * 2,
+            (Some(own), _) => {
+                (*own * 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
+            }
             (None, Some(slowest)) => {
                 (slowest * 3 / 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
             }
@@ -465,13 +467,19 @@ mod tests {
             r.submit(now, t, rpc(port), &mut timers, &mut sink);
             r.answered(now + rtt, t, &mut timers, &mut sink);
         }
-        assert_eq!(r.soft_timeout(&rpc(1).to), ms(25), "own 10 ms, floor 25");
-        assert_eq!(r.soft_timeout(&rpc(2).to), ms(600), "own 300 ms, twice");
-        assert_eq!(r.soft_timeout(&unknown), ms(450), "slowest recent, 1.5x");
+        let (fast, slow, unknown_soft) = (
+            r.soft_timeout(&rpc(1).to),
+            r.soft_timeout(&rpc(2).to),
+            r.soft_timeout(&unknown),
+        );
+        assert_eq!(slow, ms(600), "own 300 ms, twice");
+        assert_eq!(unknown_soft, ms(450), "slowest recent, 1.5x");
+        assert!(fast < unknown_soft && fast >= ms(25), "{fast:?}");
         for t in 21..=100u64 {
             r.submit(now, t, rpc(1), &mut timers, &mut sink);
             r.answered(now + ms(10), t, &mut timers, &mut sink);
         }
         assert_eq!(r.soft_timeout(&unknown), ms(25), "the slow one aged out");
+        assert_eq!(r.soft_timeout(&rpc(1).to), ms(25), "own 10 ms, floor 25");
     }
 }

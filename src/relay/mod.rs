@@ -1109,7 +1109,7 @@ impl Relay {
             StoreStatus::Delivered(ack) | StoreStatus::Acknowledged(ack) => {
                 // The recipient took it itself: the placement was direct.
                 if let Some(h) = self.held.get_mut(&id) {
-                    if peer.id == h.envelope.recipient() && ack.recipient() == peer.id {
+                    if peer.id == h.envelope.recipient() && ack.matches(&h.envelope) {
                         h.route.add_holder(peer, cap);
                     }
                 }

@@ -60,6 +60,21 @@ impl Bucket {
         self.replacements.iter()
     }
 
+    /// The entry a newcomer may be checked against: the least recently
+    /// seen one that failed a request, else the oldest if it has not been
+    /// heard from within `fresh`. `None`: every entry is in good standing.
+    pub(crate) fn doubtful(&self, now: Instant, fresh: std::time::Duration) -> Option<Contact> {
+        self.entries
+            .iter()
+            .find(|e| e.failures > 0)
+            .or_else(|| {
+                self.entries
+                    .first()
+                    .filter(|e| now.saturating_duration_since(e.last_seen) >= fresh)
+            })
+            .map(|e| e.contact)
+    }
+
     pub(crate) fn position(&self, id: &Address) -> Option<usize> {
         self.entries.iter().position(|e| e.contact.id == *id)
     }

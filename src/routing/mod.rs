@@ -160,10 +160,7 @@ impl RoutingTable {
         if bucket.entries.len() < self.policy.k {
             return true;
         }
-        bucket.pending.is_none()
-            && bucket.entries.first().is_some_and(|oldest| {
-                now.saturating_duration_since(oldest.last_seen) >= self.policy.contact_fresh
-            })
+        bucket.pending.is_none() && bucket.doubtful(now, self.policy.contact_fresh).is_some()
     }
 
     /// Number of contacts in all buckets.
@@ -231,20 +228,18 @@ impl RoutingTable {
             self.len += 1;
             return Insert::Added;
         }
-        let oldest = bucket.entries[0].clone();
-        let stale = now.saturating_duration_since(oldest.last_seen) >= fresh;
-        if bucket.pending.is_some() || !stale || !self.checks.take(now) {
+        let doubtful = bucket.doubtful(now, fresh);
+        let Some(oldest) = doubtful.filter(|_| bucket.pending.is_none() && self.checks.take(now))
+        else {
             let bucket = &mut self.buckets[index];
             bucket.cache(contact, cap);
             return Insert::Cached;
-        }
+        };
         self.buckets[index].pending = Some(Pending {
             candidate: contact,
-            oldest: oldest.contact.id,
+            oldest: oldest.id,
         });
-        Insert::PingOldest {
-            oldest: oldest.contact,
-        }
+        Insert::PingOldest { oldest }
     }
 
     /// Record that `id` at `addr` answered or sent us a request. Returns
