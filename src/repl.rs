@@ -413,19 +413,33 @@ pub fn print_loop(
     format: Format,
     mut external: Option<Box<dyn rustyline::ExternalPrinter + Send>>,
 ) {
-    while let Some(o) = outputs.blocking_recv() {
-        let stop = o == Output::Stopped;
-        let text = match format {
-            Format::Human => human(&o),
-            Format::Json => json(&o),
-        };
+    while let Some(first) = outputs.blocking_recv() {
+        // Everything already waiting goes out in one write: the messages of
+        // one durable batch reach the terminal together, so a crash cannot
+        // fall between them.
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match outputs.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.contains(&Output::Stopped);
+        let mut text = String::new();
+        for o in &batch {
+            text.push_str(&match format {
+                Format::Human => human(o),
+                Format::Json => json(o),
+            });
+            text.push('\n');
+        }
         let printed = match external.as_mut() {
-            Some(p) => p.print(format!("{text}\n")).is_ok(),
+            Some(p) => p.print(text.clone()).is_ok(),
             None => false,
         };
         if !printed {
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{text}");
+            let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.flush();
         }
         if stop {

@@ -354,3 +354,194 @@ fn a_burst_of_1000_messages_is_delivered_exactly_once() {
         assert!(p.wait_exit().success());
     }
 }
+
+/// Every `message` event `p` prints until its output ends, by id.
+fn drain_messages(p: &mut Proc, counts: &mut std::collections::HashMap<String, usize>) {
+    let end = Instant::now() + DEADLINE;
+    while let Ok(line) = p
+        .lines
+        .recv_timeout(end.saturating_duration_since(Instant::now()))
+    {
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["event"] == "message" {
+                *counts
+                    .entry(v["id"].as_str().unwrap_or("").to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_recipient_killed_after_its_first_message_shows_each_of_20_exactly_once() {
+    const N: usize = 20;
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let data = |name: &str| dirs.path().join(name).to_string_lossy().to_string();
+    let mut relay = Proc::start(&["--json", "kill-relay", "127.0.0.1:0"]);
+    let relay_listen = relay.wait_event("ready")["listen"]
+        .as_str()
+        .expect("listen")
+        .to_string();
+    let mut a = Proc::start(&["--json", "kill-sender", "127.0.0.1:0", &relay_listen]);
+    a.wait_event("joined");
+    let c_address = comm::Identity::from_secret("kill-recipient")
+        .expect("identity")
+        .address()
+        .to_string();
+    for i in 0..N {
+        a.send(&format!("{c_address} waiting {i}"));
+    }
+    for _ in 0..N {
+        a.wait_event("sent");
+    }
+    a.send("/quit");
+    assert!(a.wait_exit().success());
+
+    let c_args = |data: &str| {
+        vec![
+            "--json".to_string(),
+            "--data-dir".into(),
+            data.to_string(),
+            "kill-recipient".into(),
+            "127.0.0.1:0".into(),
+            relay_listen.clone(),
+        ]
+    };
+    let args = c_args(&data("c"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Proc::start_raw(&args);
+    let first = c.wait_event("message");
+    // Killed the moment its first message is seen.
+    c.child.kill().expect("SIGKILL");
+    c.child.wait().expect("reaped");
+    let mut counts = std::collections::HashMap::new();
+    *counts
+        .entry(first["id"].as_str().expect("id").to_string())
+        .or_insert(0) += 1;
+    drain_messages(&mut c, &mut counts);
+    println!("shown before the kill: {} of {N}", counts.len());
+
+    // Restarted, it shows whatever it had not shown, and the relay hands
+    // over whatever it had not delivered; nothing twice.
+    let mut c = Proc::start_raw(&args);
+    let end = Instant::now() + DEADLINE;
+    while counts.len() < N {
+        let left = end.saturating_duration_since(Instant::now());
+        let Ok(line) = c.lines.recv_timeout(left) else {
+            panic!("only {} of {N} messages shown: {counts:?}", counts.len());
+        };
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["event"] == "message" {
+                *counts
+                    .entry(v["id"].as_str().unwrap_or("").to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    // Anything shown twice would show up within a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    c.send("/quit");
+    assert!(c.wait_exit().success());
+    drain_messages(&mut c, &mut counts);
+    assert_eq!(counts.len(), N);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "shown more than once: {counts:?}"
+    );
+    relay.send("/quit");
+    assert!(relay.wait_exit().success());
+}
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_recipient_whose_output_is_not_read_loses_nothing_and_stays_bounded() {
+    const N: usize = 1600;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_string_lossy().to_string();
+    // b's output is read only up to its `ready` line, then left alone.
+    let mut b = Command::new(env!("CARGO_BIN_EXE_comm"))
+        .args(["--json", "--data-dir", &data, "stall-b", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start comm");
+    let mut b_in = b.stdin.take().expect("stdin");
+    let mut b_out = BufReader::new(b.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    b_out.read_line(&mut first).expect("ready line");
+    let ready: Value = serde_json::from_str(&first).expect("json");
+    let b_address = ready["address"].as_str().expect("address").to_string();
+    let b_listen = ready["listen"].as_str().expect("listen").to_string();
+
+    // Two senders (each may have 1024 undelivered messages), together more
+    // than the recipient keeps waiting to be shown (`max_unshown`, 1024).
+    let mut senders: Vec<Proc> = ["stall-a", "stall-c"]
+        .iter()
+        .map(|s| Proc::start(&["--json", s, "127.0.0.1:0", &b_listen]))
+        .collect();
+    let text = "x".repeat(200);
+    for (k, a) in senders.iter_mut().enumerate() {
+        a.wait_event("joined");
+        for i in 0..N / 2 {
+            a.send(&format!("{b_address} {k}/{i} {text}"));
+        }
+    }
+    for a in &mut senders {
+        for _ in 0..N / 2 {
+            a.wait_event("sent");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_kib(b.id());
+    // The front end takes nothing: at most `max_unshown` (1024) messages
+    // wait in memory, the rest stay with the sender, answered busy.
+    assert!(rss > 0 && rss < 64 * 1024, "RSS {rss} KiB");
+
+    // Now the output is read again: every message comes, once.
+    let mut seen = std::collections::HashSet::new();
+    let mut line = String::new();
+    while seen.len() < N {
+        line.clear();
+        match b_out.read_line(&mut line) {
+            Ok(0) | Err(_) => panic!("output ended after {} of {N}", seen.len()),
+            Ok(_) => {}
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if v["event"] == "message" {
+            assert!(
+                seen.insert(v["id"].as_str().unwrap_or("").to_string()),
+                "twice: {v}"
+            );
+        }
+    }
+    println!("stalled recipient: RSS {rss} KiB with {N} messages sent to it");
+    writeln!(b_in, "/quit").expect("quit");
+    drop(b_in);
+    for a in &mut senders {
+        a.send("/quit");
+        assert!(a.wait_exit().success());
+    }
+    let end = Instant::now() + DEADLINE;
+    while b.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < end, "b did not exit");
+        // Keep draining so that b can write its last lines.
+        line.clear();
+        let _ = b_out.read_line(&mut line);
+    }
+}
