@@ -118,8 +118,9 @@ struct RecentRtts {
 
 /// Round trips kept for the "slowest recent" estimate.
 const RTT_RING: usize = 64;
-/// Samples needed before the slowest of them stands for an unknown peer;
-/// until then an unknown peer gets half the request timeout.
+/// Samples needed before 1.5 × the slowest of them stands for an unknown
+/// peer; until then it gets 4 × the slowest, at most half the request
+/// timeout (and half the request timeout before any sample).
 const RTT_TRUSTED: usize = 16;
 /// Peers whose last round trip is remembered.
 const RTT_PEERS: usize = 1024;
@@ -140,13 +141,11 @@ impl RecentRtts {
         }
     }
 
-    /// The slowest recent round trip, once there are enough samples to
-    /// say so.
-    fn slowest(&self) -> Option<Duration> {
-        if self.ring.len() < RTT_TRUSTED {
-            return None;
-        }
-        self.ring.iter().max().copied()
+    /// The slowest recent round trip, and whether there are enough
+    /// samples to trust it.
+    fn slowest(&self) -> Option<(Duration, bool)> {
+        let max = self.ring.iter().max().copied()?;
+        Some((max, self.ring.len() >= RTT_TRUSTED))
     }
 }
 
@@ -223,17 +222,20 @@ impl Rpcs {
     /// for it before it stops counting it as in flight. Twice the peer's
     /// last round trip if we know it; otherwise one and a half times the
     /// slowest recent round trip (a node-wide mean would write off every
-    /// peer slower than average), or half the request timeout until 16
-    /// round trips were seen; never below `soft_timeout_min`, never past
-    /// the request timeout.
+    /// peer slower than average), or, until 16 round trips were seen, four
+    /// times the slowest but at most half the request timeout; never below
+    /// `soft_timeout_min`, never past the request timeout.
     pub(crate) fn soft_timeout(&self, peer: &SocketAddr) -> Duration {
         let guess = match (self.recent.per_peer.get(peer), self.recent.slowest()) {
             (Some(own), _) => {
                 (*own * 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
             }
-            (None, Some(slowest)) => {
+            (None, Some((slowest, true))) => {
                 (slowest * 3 / 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
             }
+            // Few samples: a wider margin, and never more than half the
+            // request timeout.
+            (None, Some((slowest, false))) => (slowest * 4).min(self.timeout / 2),
             (None, None) => self.timeout / 2,
         };
         guess.clamp(self.soft_min, self.timeout)
@@ -454,11 +456,16 @@ mod tests {
         let unknown = SocketAddr::from(([10, 0, 0, 9], 1));
         assert_eq!(r.soft_timeout(&unknown), Duration::from_millis(500));
         r.submit(now, 999, rpc(3), &mut timers, &mut sink);
-        r.answered(now, 999, &mut timers, &mut sink);
+        r.answered(
+            now + Duration::from_millis(200),
+            999,
+            &mut timers,
+            &mut sink,
+        );
         assert_eq!(
             r.soft_timeout(&unknown),
             Duration::from_millis(500),
-            "one sample says little"
+            "one sample: four times it, at most half the timeout"
         );
         // One slow peer (300 ms) among fast ones (10 ms).
         let ms = Duration::from_millis;
