@@ -16,6 +16,7 @@ use std::error::Error;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
+use bytes::Bytes;
 use comm::identity::proof_message;
 use comm::message::{Ack, Envelope};
 use comm::wire::{encode, Body, Contact, Packet, Proof, StoreStatus};
@@ -192,6 +193,18 @@ fn datagrams() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "stored_busy",
+            packet(
+                4,
+                19,
+                false,
+                Body::Stored {
+                    id,
+                    status: StoreStatus::Busy,
+                },
+            ),
+        ),
+        (
             "stored_delivered",
             packet(
                 3,
@@ -326,6 +339,35 @@ fn node_records() -> Res<Vec<Seed>> {
     // An hour of ten-second steps reaches the bucket refresh.
     let refresh = Records(full.0).wait(370, 10_000)?;
     out.push(("fill_table_then_refresh".into(), refresh.0));
+
+    // A message for the node itself while its disk fails and its front end
+    // takes nothing; then both recover (records 3 and 4 of the framing).
+    let me = Identity::from_seed([1; 32]).address();
+    let e = Envelope::sign(
+        &peer(0),
+        me,
+        comm::node::DEFAULT_EPOCH_MS,
+        3600,
+        4,
+        Bytes::from_static(b"for the node"),
+    );
+    let store = encode(&packet(
+        0,
+        9,
+        false,
+        Body::Store {
+            envelope: Box::new(e),
+            hops_left: 0,
+        },
+    ));
+    let flaky = Records::default()
+        .record(0, 0x30, &[])?
+        .record(0, 0x40, &[0])?
+        .datagram(10, 0, &store)?
+        .datagram(1000, 0, &store)?
+        .record(0, 0x40, &[255])?
+        .wait(3, 1000)?;
+    out.push(("deliver_with_failing_disk".into(), flaky.0));
     Ok(out)
 }
 
