@@ -108,15 +108,9 @@ impl Envelope {
         body: Bytes,
     ) -> Envelope {
         let key = identity.public_key();
-        let signature = identity.sign(&content(
-            &key,
-            &recipient,
-            created_at_ms,
-            ttl_secs,
-            hop_limit,
-            &body,
-        ));
-        Envelope::from_parts(
+        let signed = content(&key, &recipient, created_at_ms, ttl_secs, hop_limit, &body);
+        let signature = identity.sign(&signed);
+        Envelope::assemble(
             key,
             recipient,
             created_at_ms,
@@ -124,6 +118,7 @@ impl Envelope {
             hop_limit,
             body,
             signature,
+            &signed,
         )
     }
 
@@ -146,8 +141,32 @@ impl Envelope {
             hop_limit,
             &body,
         );
+        Envelope::assemble(
+            sender_key,
+            recipient,
+            created_at_ms,
+            ttl_secs,
+            hop_limit,
+            body,
+            signature,
+            &signed,
+        )
+    }
+
+    /// The envelope, with its id hashed from `signed` (its signed bytes).
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        sender_key: VerifyingKey,
+        recipient: Address,
+        created_at_ms: u64,
+        ttl_secs: u32,
+        hop_limit: u32,
+        body: Bytes,
+        signature: Signature,
+        signed: &[u8],
+    ) -> Envelope {
         let mut id = [0u8; 20];
-        id.copy_from_slice(&Sha1::digest(&signed));
+        id.copy_from_slice(&Sha1::digest(signed));
         Envelope {
             sender: Address::of_key(sender_key.as_bytes()),
             id: MessageId(id),

@@ -1174,16 +1174,7 @@ impl Relay {
         let k = self.k();
         if moved {
             // Whatever went to its old endpoint may never have arrived.
-            for id in self.held.for_recipient(&contact.id) {
-                if let Some(h) = self.held.get_mut(&id) {
-                    h.route.untry(&contact.id, false);
-                }
-            }
-            for id in self.acks.for_sender(&contact.id) {
-                if let Some(a) = self.acks.get_mut(&id) {
-                    a.route.untry(&contact.id, false);
-                }
-            }
+            self.forget_tries(&contact.id);
         }
         let mut stores: Vec<MessageId> = Vec::new();
         for (id, h) in self.held.iter() {
@@ -1217,23 +1208,28 @@ impl Relay {
         }
     }
 
+    /// Forget that `peer` was tried with what is addressed to it (messages
+    /// for it, acks for its messages), so they are offered to it again.
+    fn forget_tries(&mut self, peer: &Address) {
+        for id in self.held.for_recipient(peer) {
+            if let Some(h) = self.held.get_mut(&id) {
+                h.route.untry(peer, false);
+            }
+        }
+        for id in self.acks.for_sender(peer) {
+            if let Some(a) = self.acks.get_mut(&id) {
+                a.route.untry(peer, false);
+            }
+        }
+    }
+
     /// Answer a `Pull` from `contact`: how many messages and acks we hold
     /// for it; if it is in our table at that endpoint, push them now.
     pub fn on_pull(&mut self, ctx: &Ctx, contact: Contact) -> u32 {
         let count = self.held.count_for(&contact.id) + self.acks.count_for(&contact.id);
         if count > 0 && ctx.peers.in_table(&contact) {
             // Clear earlier attempts so they are retried now.
-            for id in self.held.for_recipient(&contact.id) {
-                if let Some(h) = self.held.get_mut(&id) {
-                    h.route.untry(&contact.id, false);
-                }
-            }
-            for id in self.acks.for_sender(&contact.id) {
-                if let Some(a) = self.acks.get_mut(&id) {
-                    a.route.untry(&contact.id, false);
-                }
-            }
-            self.contact_appeared(ctx, contact, false);
+            self.contact_appeared(ctx, contact, true);
         }
         // Otherwise the node's verification runs first; once the contact
         // enters the table it gets the messages.

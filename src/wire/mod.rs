@@ -319,6 +319,14 @@ impl TryFrom<proto::Endpoint> for SocketAddr {
     }
 }
 
+/// The schema form of a contact.
+pub fn contact_to_proto(c: &Contact) -> proto::Contact {
+    proto::Contact {
+        id: Bytes::copy_from_slice(&c.id.0),
+        endpoint: Some(endpoint(&c.addr)),
+    }
+}
+
 /// The schema form of an endpoint.
 pub fn endpoint(addr: &SocketAddr) -> proto::Endpoint {
     let ip = match addr.ip() {
@@ -580,13 +588,7 @@ fn packet_to_proto(p: &Packet) -> proto::Packet {
             target: Bytes::copy_from_slice(&target.0),
         }),
         Body::Nodes { contacts } => B::Nodes(proto::Nodes {
-            contacts: contacts
-                .iter()
-                .map(|c| proto::Contact {
-                    id: Bytes::copy_from_slice(&c.id.0),
-                    endpoint: Some(endpoint(&c.addr)),
-                })
-                .collect(),
+            contacts: contacts.iter().map(contact_to_proto).collect(),
         }),
     };
     proto::Packet {

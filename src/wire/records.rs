@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use prost::Message;
 
-use super::{ack_to_proto, endpoint, envelope_to_proto, proto, Contact};
+use super::{ack_to_proto, contact_to_proto, envelope_to_proto, proto, Contact};
 use crate::address::Distance;
 use crate::message::{Ack, Envelope, MessageId};
 
@@ -359,13 +359,7 @@ impl InboxRecord {
 /// Encode the routing-table snapshot.
 pub fn encode_contacts(contacts: &[Contact]) -> Vec<u8> {
     proto::ContactsRecord {
-        contacts: contacts
-            .iter()
-            .map(|c| proto::Contact {
-                id: Bytes::copy_from_slice(&c.id.0),
-                endpoint: Some(endpoint(&c.addr)),
-            })
-            .collect(),
+        contacts: contacts.iter().map(contact_to_proto).collect(),
     }
     .encode_to_vec()
 }
