@@ -46,8 +46,8 @@ pub enum Event {
         /// The recipient itself took it (no relay needed).
         direct: bool,
     },
-    /// A message for us, handed to the user once (it was stored first, and
-    /// is marked shown in the same durable batch this event waits for).
+    /// A message for us, handed to the user once per run (it was stored
+    /// before it was acknowledged; the front end records it shown).
     MessageReceived {
         /// The message.
         id: MessageId,

@@ -14,6 +14,7 @@ use comm::control::Output;
 use comm::identity::{Identity, KDF_ITERATIONS, KDF_MEMORY_KIB};
 use comm::repl::{self, Format};
 use comm::runtime;
+use comm::store::shown::{absorb, FileShownLog};
 use comm::store::{RedbStore, Store};
 use comm::{Config, Node};
 
@@ -134,6 +135,9 @@ fn start(cli: Cli) -> Result<(), String> {
         Node::new(Config::default(), identity.clone(), seed, started).map_err(|e| e.to_string())?;
     // Resume held messages and retries, show what was never shown; rejoin
     // through the saved contacts too.
+    // Messages shown just before a crash are recorded as shown first.
+    let shown_path = data_dir.join("shown.log");
+    absorb(&shown_path, &store).map_err(|e| format!("{}: {e}", shown_path.display()))?;
     let snapshot = store
         .load()
         .map_err(|e| format!("cannot read {}: {e}", db.display()))?;
@@ -165,7 +169,10 @@ fn start(cli: Cli) -> Result<(), String> {
     } else {
         None
     };
-    let printer = std::thread::spawn(move || repl::print_loop(output_rx, format, external));
+    let shown =
+        Box::new(FileShownLog::open(&shown_path, store.handle()).map_err(|e| e.to_string())?);
+    let printer =
+        std::thread::spawn(move || repl::print_loop(output_rx, format, external, Some(shown)));
     let input_outputs = output_tx.clone();
     std::thread::spawn(move || match editor {
         Some(editor) => repl::interactive(editor, me, command_tx, input_outputs),

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::address::{Address, AddressError};
 use crate::control::{Command, Output, PeerRow, StatsReport};
 use crate::message::MessageId;
+use crate::store::shown::ShownLog;
 use crate::wire::Contact;
 
 /// Help text for `/help`.
@@ -408,10 +409,15 @@ pub fn json(o: &Output) -> String {
 
 /// Print every output until [`Output::Stopped`] or the channel closes.
 /// `external` prints above the user's prompt in interactive mode.
+///
+/// Received messages are recorded in `shown` just before they are written
+/// (see [`crate::store::shown`]), so a message reaches the screen once,
+/// crash or not.
 pub fn print_loop(
     mut outputs: mpsc::Receiver<Output>,
     format: Format,
     mut external: Option<Box<dyn rustyline::ExternalPrinter + Send>>,
+    mut shown: Option<Box<dyn ShownLog>>,
 ) {
     while let Some(first) = outputs.blocking_recv() {
         // Everything already waiting goes out in one write: the messages of
@@ -425,6 +431,19 @@ pub fn print_loop(
             }
         }
         let stop = batch.contains(&Output::Stopped);
+        let ids: Vec<MessageId> = batch
+            .iter()
+            .filter_map(|o| match o {
+                Output::Message { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if let Some(log) = shown.as_mut() {
+            if let Err(e) = log.showing(&ids) {
+                // Shown anyway: it may be shown once more after a restart.
+                tracing::warn!(error = %e, "could not record messages as shown");
+            }
+        }
         let mut text = String::new();
         for o in &batch {
             text.push_str(&match format {
@@ -441,6 +460,11 @@ pub fn print_loop(
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.flush();
+        }
+        if let Some(log) = shown.as_mut() {
+            if let Err(e) = log.shown(&ids) {
+                tracing::warn!(error = %e, "could not save messages as shown");
+            }
         }
         if stop {
             return;

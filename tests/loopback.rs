@@ -425,11 +425,20 @@ fn a_recipient_killed_after_its_first_message_shows_each_of_20_exactly_once() {
     // over whatever it had not delivered; nothing twice.
     let mut c = Proc::start_raw(&args);
     let end = Instant::now() + DEADLINE;
+    let mut lines = Vec::new();
     while counts.len() < N {
         let left = end.saturating_duration_since(Instant::now());
         let Ok(line) = c.lines.recv_timeout(left) else {
-            panic!("only {} of {N} messages shown: {counts:?}", counts.len());
+            relay.send("/stats");
+            let r = relay.wait_event("stats");
+            c.send("/stats");
+            let cs = c.wait_event("stats");
+            panic!(
+                "only {} of {N} messages shown: {counts:?}\nrestarted: {lines:#?}\nrelay: {r}\nrecipient: {cs}",
+                counts.len()
+            );
         };
+        lines.push(line.clone());
         if let Ok(v) = serde_json::from_str::<Value>(&line) {
             if v["event"] == "message" {
                 *counts

@@ -467,8 +467,9 @@ impl Node {
 
     /// Let the front end take up to `n` more received messages (the
     /// default is unlimited). Messages beyond the credit wait, stored, in
-    /// the inbox; each one handed out is marked shown in the same durable
-    /// batch its `MessageReceived` event waits for.
+    /// the inbox. Each is handed out once per run; the front end records
+    /// what it showed (`store::shown`), and what it did not is handed out
+    /// again after a restart.
     pub fn set_message_credit(&mut self, n: usize) {
         let mark = Mark {
             transmits: self.transmits.len(),

@@ -215,7 +215,7 @@ impl Relay {
         let mut replay = Vec::new();
         for op in failed {
             match op.key() {
-                (Table::Inbox, _) => replay.push(op),
+                (Table::Inbox | Table::Shown, _) => replay.push(op),
                 (Table::Meta, _) => {}
                 (t, key) => {
                     if let Some(id) = records::id_of_key(key) {
@@ -244,7 +244,11 @@ impl Relay {
                 }
                 .encode(),
             ),
-            None => Op::Delete(Table::Inbox, records::key(id)),
+            None => {
+                // Forgotten: the front end's mark goes with it.
+                self.eager.push(Op::Delete(Table::Shown, records::key(id)));
+                Op::Delete(Table::Inbox, records::key(id))
+            }
         };
         self.eager.push(op);
     }
@@ -292,7 +296,7 @@ impl Relay {
                 }
                 .encode()
             }
-            Table::Inbox | Table::Meta => return None,
+            Table::Inbox | Table::Shown | Table::Meta => return None,
         })
     }
 
@@ -380,17 +384,21 @@ impl Relay {
                 Err(_) => corrupt.push((Table::Tombstones, key.clone())),
             }
         }
+        let shown: BTreeSet<&[u8]> = rows(Table::Shown).iter().map(|(k, _)| &k[..]).collect();
+        let mut known: BTreeSet<&[u8]> = BTreeSet::new();
         for (key, value) in rows(Table::Inbox) {
             match InboxRecord::decode(key, value) {
-                Ok(r) if r.unshown || r.keep_until_ms > wall_ms => {
+                Ok(r) if (r.unshown && !shown.contains(&key[..])) || r.keep_until_ms > wall_ms => {
                     let Some(id) = records::id_of_key(key) else {
                         continue;
                     };
+                    known.insert(key);
+                    let unshown = r.unshown && !shown.contains(&key[..]);
                     let created_at_ms = r.envelope.as_ref().map_or(0, Envelope::created_at_ms);
                     self.inbox.insert(
                         id,
                         Received {
-                            envelope: if r.unshown { r.envelope } else { None },
+                            envelope: if unshown { r.envelope } else { None },
                             created_at_ms,
                             keep_until_ms: r.keep_until_ms,
                         },
@@ -399,6 +407,10 @@ impl Relay {
                 Ok(_) => stale.push((Table::Inbox, key.clone())),
                 Err(_) => corrupt.push((Table::Inbox, key.clone())),
             }
+        }
+        // Marks of messages no longer remembered.
+        for key in shown.iter().filter(|k| !known.contains(*k)) {
+            stale.push((Table::Shown, key.to_vec()));
         }
         for _ in &corrupt {
             self.count(DropReason::StoreCorrupt);
@@ -905,7 +917,7 @@ impl Relay {
     }
 
     /// Hand up to `n` unshown messages to the user, in the order they were
-    /// written, marking them shown. Returns how many.
+    /// written (once per run). Returns how many.
     pub fn release_messages(&mut self, n: usize) -> usize {
         let mut released = 0;
         while released < n {
@@ -915,7 +927,9 @@ impl Relay {
             let Some(e) = self.inbox.mark_shown(&id) else {
                 break;
             };
-            self.write_inbox(&id, Some(&e));
+            // Handed out, not yet shown: the front end records it shown
+            // (`Table::Shown`) just before it shows it, so a crash between
+            // here and the screen shows it again on start, never loses it.
             self.act(Action::Event(Event::MessageReceived {
                 id,
                 from: e.sender(),

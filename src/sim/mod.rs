@@ -18,6 +18,7 @@ use crate::address::Address;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::node::{Event, LookupId, Node, NodeError, DEFAULT_EPOCH_MS};
+use crate::store::shown::ShownLog;
 use crate::store::{self, MemoryStore, Store};
 
 /// Properties of the virtual network.
@@ -354,6 +355,10 @@ impl Sim {
             );
         }
         while let Some(e) = self.nodes[i].node.poll_event() {
+            // The simulated user sees every message at once.
+            if let Event::MessageReceived { id, .. } = &e {
+                let _ = self.nodes[i].store.showing(&[*id]);
+            }
             self.events.push((i, e));
         }
         if let Some(t) = self.nodes[i].node.poll_timeout() {

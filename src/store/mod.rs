@@ -1,15 +1,20 @@
 //! Where a node's records become durable: the driver applies the write
 //! batches the core emits (see `Node::poll_write`) and hands the stored rows
 //! back on start. [`MemoryStore`] serves the simulator and tests,
-//! [`RedbStore`] the real node (an embedded, crash-safe database file).
+//! [`RedbStore`] the real node (an embedded, crash-safe database file);
+//! [`shown`] is where the front end records what it has shown.
+
+pub mod shown;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
+use crate::message::MessageId;
 use crate::node::Node;
-use crate::wire::records::{Op, Snapshot, Table, WriteBatch};
+use crate::wire::records::{self, Op, Snapshot, Table, WriteBatch};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +107,26 @@ fn definition(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]
 /// A store in a redb database file: each batch is one durable transaction,
 /// so a crash at any moment keeps every applied batch.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
+}
+
+fn apply_to(db: &Database, batch: &WriteBatch) -> Result<(), StoreError> {
+    if batch.ops.is_empty() {
+        return Ok(());
+    }
+    let tx = db.begin_write()?;
+    for op in &batch.ops {
+        match op {
+            Op::Put(t, k, v) => {
+                tx.open_table(definition(*t))?.insert(&k[..], &v[..])?;
+            }
+            Op::Delete(t, k) => {
+                tx.open_table(definition(*t))?.remove(&k[..])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 impl RedbStore {
@@ -115,28 +139,31 @@ impl RedbStore {
             tx.open_table(definition(t))?;
         }
         tx.commit()?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    /// Record `ids` as shown (the `Shown` table), durably.
+    pub fn mark_shown(&self, ids: &[MessageId]) -> Result<(), StoreError> {
+        apply_to(
+            &self.db,
+            &WriteBatch {
+                id: 0,
+                ops: records::shown_ops(ids),
+            },
+        )
+    }
+
+    /// Another handle on the same database, for the front end's thread.
+    pub fn handle(&self) -> RedbStore {
+        RedbStore {
+            db: Arc::clone(&self.db),
+        }
     }
 }
 
 impl Store for RedbStore {
     fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
-        if batch.ops.is_empty() {
-            return Ok(());
-        }
-        let tx = self.db.begin_write()?;
-        for op in &batch.ops {
-            match op {
-                Op::Put(t, k, v) => {
-                    tx.open_table(definition(*t))?.insert(&k[..], &v[..])?;
-                }
-                Op::Delete(t, k) => {
-                    tx.open_table(definition(*t))?.remove(&k[..])?;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        apply_to(&self.db, batch)
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {

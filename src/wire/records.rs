@@ -29,18 +29,22 @@ pub enum Table {
     Outbox,
     /// Messages we received.
     Inbox,
+    /// Ids of received messages the front end has shown, written by the
+    /// front end itself just before it shows them.
+    Shown,
     /// Single-record tables (the routing-table snapshot).
     Meta,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Held,
         Table::Acks,
         Table::Tombstones,
         Table::Outbox,
         Table::Inbox,
+        Table::Shown,
         Table::Meta,
     ];
 
@@ -52,6 +56,7 @@ impl Table {
             Table::Tombstones => "tombstones",
             Table::Outbox => "outbox",
             Table::Inbox => "inbox",
+            Table::Shown => "shown",
             Table::Meta => "meta",
         }
     }
@@ -354,6 +359,13 @@ impl InboxRecord {
             unshown: r.unshown,
         })
     }
+}
+
+/// The changes that record messages `ids` as shown.
+pub fn shown_ops(ids: &[MessageId]) -> Vec<Op> {
+    ids.iter()
+        .map(|id| Op::Put(Table::Shown, key(id), Vec::new()))
+        .collect()
 }
 
 /// Encode the routing-table snapshot.
