@@ -112,6 +112,26 @@ impl Identity {
         }
     }
 
+    /// A warning if the key file at `path` can be read by others than its
+    /// owner (anyone who reads it can act as this identity).
+    pub fn key_file_warning(path: &Path) -> Option<String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path).ok()?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Some(format!(
+                    "key file {} can be read by others (mode {:o}); anyone who reads it can act as you: chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+        None
+    }
+
     /// This node's overlay address.
     pub fn address(&self) -> Address {
         self.address
@@ -190,6 +210,13 @@ mod tests {
         let a = Identity::from_key_file(&path).unwrap();
         let b = Identity::from_key_file(&path).unwrap();
         assert_eq!(a.address(), b.address());
+        assert_eq!(Identity::key_file_warning(&path), None, "created 0600");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(Identity::key_file_warning(&path).is_some_and(|w| w.contains("644")));
+        }
         std::fs::write(&path, "not hex").unwrap();
         assert!(matches!(
             Identity::from_key_file(&path),

@@ -15,7 +15,7 @@ use comm::identity::{Identity, KDF_ITERATIONS, KDF_MEMORY_KIB};
 use comm::repl::{self, Format};
 use comm::runtime;
 use comm::store::shown::{absorb, FileShownLog};
-use comm::store::{RedbStore, Store};
+use comm::store::{RedbStore, Store, StoreError};
 use comm::{Config, Node};
 
 /// A serverless, delay-tolerant messenger on a Kademlia overlay over UDP.
@@ -78,7 +78,13 @@ fn main() -> ExitCode {
 fn start(cli: Cli) -> Result<(), String> {
     let mut args = cli.args.into_iter();
     let identity = match &cli.key_file {
-        Some(path) => Identity::from_key_file(path).map_err(|e| e.to_string())?,
+        Some(path) => {
+            let identity = Identity::from_key_file(path).map_err(|e| e.to_string())?;
+            if let Some(warning) = Identity::key_file_warning(path) {
+                eprintln!("comm: warning: {warning}");
+            }
+            identity
+        }
         None => {
             let secret = args.next().ok_or("missing SECRET")?;
             if secret.is_empty() {
@@ -110,14 +116,26 @@ fn start(cli: Cli) -> Result<(), String> {
             .join("comm")
             .join(identity.address().to_string()),
     };
-    std::fs::create_dir_all(&data_dir)
+    // Only its owner may read what the node keeps (received messages too).
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let db = data_dir.join("comm.redb");
-    let store = RedbStore::open(&db).map_err(|e| {
-        format!(
+    if std::fs::metadata(&db).is_ok_and(|m| m.len() == 0) {
+        eprintln!(
+            "comm: warning: {} is empty (0 bytes): starting with no saved messages or contacts",
+            db.display()
+        );
+    }
+    let store = RedbStore::open(&db).map_err(|e| match e {
+        StoreError::Damaged(_) => e.to_string(),
+        e => format!(
             "cannot open {} ({e}); is another comm running with this data directory?",
             db.display()
-        )
+        ),
     })?;
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -215,7 +215,7 @@ impl Relay {
         let mut replay = Vec::new();
         for op in failed {
             match op.key() {
-                (Table::Inbox | Table::Shown, _) => replay.push(op),
+                (Table::Inbox | Table::Shown | Table::Damaged, _) => replay.push(op),
                 (Table::Meta, _) => {}
                 (t, key) => {
                     if let Some(id) = records::id_of_key(key) {
@@ -296,7 +296,7 @@ impl Relay {
                 }
                 .encode()
             }
-            Table::Inbox | Table::Shown | Table::Meta => return None,
+            Table::Inbox | Table::Shown | Table::Damaged | Table::Meta => return None,
         })
     }
 
@@ -323,7 +323,7 @@ impl Relay {
                         placing: BTreeSet::new(),
                     });
                 }
-                Err(_) => corrupt.push((Table::Outbox, key.clone())),
+                Err(e) => corrupt.push((Table::Outbox, key.clone(), value.clone(), e.to_string())),
             }
         }
         for (key, value) in rows(Table::Held) {
@@ -351,7 +351,7 @@ impl Relay {
                     self.act(Action::Schedule(RouteKey { id, ack: false }, now));
                 }
                 Ok(_) => stale.push((Table::Held, key.clone())),
-                Err(_) => corrupt.push((Table::Held, key.clone())),
+                Err(e) => corrupt.push((Table::Held, key.clone(), value.clone(), e.to_string())),
             }
         }
         for (key, value) in rows(Table::Acks) {
@@ -365,7 +365,7 @@ impl Relay {
                     self.act(Action::Schedule(RouteKey { id, ack: true }, now));
                 }
                 Ok(_) => stale.push((Table::Acks, key.clone())),
-                Err(_) => corrupt.push((Table::Acks, key.clone())),
+                Err(e) => corrupt.push((Table::Acks, key.clone(), value.clone(), e.to_string())),
             }
         }
         for (key, value) in rows(Table::Tombstones) {
@@ -381,7 +381,9 @@ impl Relay {
                     );
                 }
                 Ok(_) => stale.push((Table::Tombstones, key.clone())),
-                Err(_) => corrupt.push((Table::Tombstones, key.clone())),
+                Err(e) => {
+                    corrupt.push((Table::Tombstones, key.clone(), value.clone(), e.to_string()))
+                }
             }
         }
         let shown: BTreeSet<&[u8]> = rows(Table::Shown).iter().map(|(k, _)| &k[..]).collect();
@@ -405,17 +407,30 @@ impl Relay {
                     );
                 }
                 Ok(_) => stale.push((Table::Inbox, key.clone())),
-                Err(_) => corrupt.push((Table::Inbox, key.clone())),
+                Err(e) => corrupt.push((Table::Inbox, key.clone(), value.clone(), e.to_string())),
             }
         }
         // Marks of messages no longer remembered.
         for key in shown.iter().filter(|k| !known.contains(*k)) {
             stale.push((Table::Shown, key.to_vec()));
         }
-        for _ in &corrupt {
+        for (table, key, value, error) in corrupt {
+            // Kept aside, not lost: someone may want to look at it.
+            tracing::warn!(
+                table = table.name(),
+                key = %hex::encode(&key),
+                %error,
+                "stored record unreadable; moved to the damaged table"
+            );
             self.count(DropReason::StoreCorrupt);
+            self.eager.push(Op::Put(
+                Table::Damaged,
+                records::damaged_key(table, &key),
+                value,
+            ));
+            self.eager.push(Op::Delete(table, key));
         }
-        for (table, key) in corrupt.into_iter().chain(stale) {
+        for (table, key) in stale {
             self.eager.push(Op::Delete(table, key));
         }
     }

@@ -924,7 +924,7 @@ fn only_changed_records_are_written_and_restore_brings_everything_back() {
 }
 
 #[test]
-fn unreadable_records_are_counted_and_deleted_on_restore() {
+fn unreadable_records_are_counted_and_kept_aside_on_restore() {
     let mut snapshot = Snapshot::new();
     snapshot.insert(Table::Held, vec![(vec![1; 20], vec![0xff, 0x01])]);
     snapshot.insert(Table::Tombstones, vec![(vec![2; 3], vec![])]);
@@ -940,6 +940,12 @@ fn unreadable_records_are_counted_and_deleted_on_restore() {
     let ops = h.writes();
     assert!(ops.contains(&Op::Delete(Table::Held, vec![1; 20])));
     assert!(ops.contains(&Op::Delete(Table::Tombstones, vec![2; 3])));
+    // Kept aside, not lost.
+    assert!(ops.contains(&Op::Put(
+        Table::Damaged,
+        records::damaged_key(Table::Held, &[1; 20]),
+        vec![0xff, 0x01]
+    )));
     assert_eq!(h.relay.held_count(), 0);
 }
 

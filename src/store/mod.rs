@@ -23,6 +23,11 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("store: {0}")]
     Db(String),
+    /// The database file is damaged beyond what it can read.
+    #[error(
+        "{0} is damaged and cannot be opened; move it aside (the node then starts empty) or restore a copy"
+    )]
+    Damaged(String),
 }
 
 impl<E: Into<redb::Error>> From<E> for StoreError {
@@ -131,15 +136,28 @@ fn apply_to(db: &Database, batch: &WriteBatch) -> Result<(), StoreError> {
 
 impl RedbStore {
     /// Open (or create) the database at `path`. Fails if another process
-    /// has it open.
+    /// has it open, or (with [`StoreError::Damaged`]) if the file is
+    /// damaged: redb panics on some truncated or extended files, and that
+    /// panic is caught here and reported instead.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::create(path)?;
-        let tx = db.begin_write()?;
-        for t in Table::ALL {
-            tx.open_table(definition(t))?;
+        let open = || -> Result<Database, StoreError> {
+            let db = Database::create(path)?;
+            let tx = db.begin_write()?;
+            for t in Table::ALL {
+                tx.open_table(definition(t))?;
+            }
+            tx.commit()?;
+            Ok(db)
+        };
+        // The panic is reported as an error, not printed as a crash.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+        std::panic::set_hook(hook);
+        match result {
+            Ok(db) => Ok(RedbStore { db: Arc::new(db?) }),
+            Err(_) => Err(StoreError::Damaged(path.display().to_string())),
         }
-        tx.commit()?;
-        Ok(RedbStore { db: Arc::new(db) })
     }
 
     /// Record `ids` as shown (the `Shown` table), durably.
@@ -167,18 +185,25 @@ impl Store for RedbStore {
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let tx = self.db.begin_read()?;
-        let mut out = Snapshot::new();
-        for t in Table::ALL {
-            let table = tx.open_table(definition(t))?;
-            let mut rows = Vec::new();
-            for row in table.iter()? {
-                let (k, v) = row?;
-                rows.push((k.value().to_vec(), v.value().to_vec()));
+        let read = || -> Result<Snapshot, StoreError> {
+            let tx = self.db.begin_read()?;
+            let mut out = Snapshot::new();
+            for t in Table::ALL {
+                let table = tx.open_table(definition(t))?;
+                let mut rows = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    rows.push((k.value().to_vec(), v.value().to_vec()));
+                }
+                out.insert(t, rows);
             }
-            out.insert(t, rows);
-        }
-        Ok(out)
+            Ok(out)
+        };
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+        std::panic::set_hook(hook);
+        result.unwrap_or_else(|_| Err(StoreError::Damaged("the database".into())))
     }
 }
 
@@ -214,6 +239,24 @@ mod tests {
     #[test]
     fn memory_store_applies_batches() {
         exercise(&mut MemoryStore::default());
+    }
+
+    #[test]
+    fn a_damaged_database_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("comm.redb");
+        {
+            let mut store = RedbStore::open(&path).unwrap();
+            exercise(&mut store);
+        }
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len.min(4096)).unwrap();
+        drop(f);
+        assert!(matches!(
+            RedbStore::open(&path),
+            Err(StoreError::Damaged(_))
+        ));
     }
 
     #[test]

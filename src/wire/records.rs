@@ -34,11 +34,14 @@ pub enum Table {
     Shown,
     /// Single-record tables (the routing-table snapshot).
     Meta,
+    /// Records that could not be read back, kept aside for inspection
+    /// under their table's name, a zero byte and their key.
+    Damaged,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Held,
         Table::Acks,
         Table::Tombstones,
@@ -46,6 +49,7 @@ impl Table {
         Table::Inbox,
         Table::Shown,
         Table::Meta,
+        Table::Damaged,
     ];
 
     /// The table's stable name in a database.
@@ -58,6 +62,7 @@ impl Table {
             Table::Inbox => "inbox",
             Table::Shown => "shown",
             Table::Meta => "meta",
+            Table::Damaged => "damaged",
         }
     }
 }
@@ -359,6 +364,14 @@ impl InboxRecord {
             unshown: r.unshown,
         })
     }
+}
+
+/// Where an unreadable record of `table` under `key` is kept aside.
+pub fn damaged_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut k = table.name().as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(key);
+    k
 }
 
 /// The changes that record messages `ids` as shown.
