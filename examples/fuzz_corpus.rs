@@ -4,6 +4,7 @@
 //! cargo run --example fuzz_corpus -- fuzz/corpus/decode_datagram
 //! cargo run --example fuzz_corpus -- --node-records fuzz/corpus/node_datagrams
 //! cargo run --example fuzz_corpus -- --roundtrip fuzz/corpus/roundtrip
+//! cargo run --example fuzz_corpus -- --records fuzz/corpus/decode_record
 //! ```
 //!
 //! Without a flag: one valid datagram of every body type per file. With
@@ -421,17 +422,125 @@ fn roundtrip_inputs() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// One valid stored record of each kind, in the framing of
+/// `fuzz/fuzz_targets/decode_record.rs`: kind, key length, key, value.
+fn stored_records() -> Vec<Seed> {
+    use comm::address::Distance;
+    use comm::wire::records::{
+        encode_contacts, AckRecord, HeldRecord, InboxRecord, OutboxRecord, SentState,
+        TombstoneRecord,
+    };
+    let e = Envelope::sign(
+        &peer(1),
+        peer(2).address(),
+        comm::node::DEFAULT_EPOCH_MS,
+        3600,
+        4,
+        Bytes::from_static(b"stored"),
+    );
+    let ack = Ack::sign(&peer(2), &e);
+    let key = e.id().0.to_vec();
+    let frame = |kind: u8, key: &[u8], value: Vec<u8>| {
+        let mut out = vec![kind, key.len() as u8];
+        out.extend_from_slice(key);
+        out.extend_from_slice(&value);
+        out
+    };
+    vec![
+        (
+            "held".into(),
+            frame(
+                0,
+                &key,
+                HeldRecord {
+                    envelope: e.clone(),
+                    hops_left: 3,
+                    budget: 30,
+                    bound: Distance([0x7f; 20]),
+                    source: None,
+                }
+                .encode(),
+            ),
+        ),
+        (
+            "ack".into(),
+            frame(
+                1,
+                &key,
+                AckRecord {
+                    ack,
+                    hops_left: 2,
+                    budget: 31,
+                    bound: Distance([0xff; 20]),
+                }
+                .encode(),
+            ),
+        ),
+        (
+            "tombstone".into(),
+            frame(
+                2,
+                &key,
+                TombstoneRecord {
+                    ack,
+                    keep_until_ms: 1,
+                    routed: true,
+                }
+                .encode(),
+            ),
+        ),
+        (
+            "outbox".into(),
+            frame(
+                3,
+                &key,
+                OutboxRecord {
+                    envelope: e.clone(),
+                    state: SentState::Sent,
+                }
+                .encode(),
+            ),
+        ),
+        (
+            "inbox".into(),
+            frame(
+                4,
+                &key,
+                InboxRecord {
+                    keep_until_ms: 9,
+                    envelope: Some(e.clone()),
+                    unshown: true,
+                }
+                .encode(),
+            ),
+        ),
+        (
+            "contacts".into(),
+            frame(
+                5,
+                b"contacts",
+                encode_contacts(&[Contact {
+                    id: peer(3).address(),
+                    addr: peer_addr(3),
+                }]),
+            ),
+        ),
+    ]
+}
+
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: fuzz_corpus [--node-records | --roundtrip] OUT_DIR";
+    let usage = "usage: fuzz_corpus [--node-records | --roundtrip | --records] OUT_DIR";
     let (mode, dir) = match args.as_slice() {
         [dir] => ("datagrams", dir),
         [flag, dir] if flag == "--node-records" => ("node", dir),
         [flag, dir] if flag == "--roundtrip" => ("roundtrip", dir),
+        [flag, dir] if flag == "--records" => ("records", dir),
         _ => return Err(usage.into()),
     };
     let files: Vec<Seed> = match mode {
         "node" => node_records()?,
+        "records" => stored_records(),
         "roundtrip" => roundtrip_inputs()
             .into_iter()
             .map(|(n, b)| (n.to_string(), b))

@@ -5,6 +5,7 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
+use crate::routing::LoopbackPrefixes;
 use crate::wire::{MAX_CONTACTS, MAX_HOP_LIMIT};
 
 /// Why a [`Config`] cannot run a node.
@@ -26,7 +27,33 @@ pub enum ConfigError {
     /// A duration that must not be zero is zero.
     #[error("{0} must not be zero")]
     Zero(&'static str),
+    /// `--set` named a setting that cannot be set that way.
+    #[error("unknown setting {0:?}; settable: {keys}", keys = SETTABLE.join(", "))]
+    UnknownKey(String),
+    /// `--set` gave a value that does not parse.
+    #[error("{0}: {1:?} is not a valid value")]
+    BadValue(String, String),
 }
+
+/// Settings `Config::set` (the `--set KEY=VALUE` option) knows.
+pub const SETTABLE: &[&str] = &[
+    "max_held",
+    "max_held_bytes",
+    "max_held_per_sender",
+    "max_held_per_source",
+    "max_routed_acks",
+    "max_tombstones",
+    "max_outbox",
+    "max_inbox",
+    "max_unshown",
+    "relay_budget",
+    "hop_limit",
+    "requests_per_sec",
+    "requests_burst",
+    "stored_bytes_per_sec",
+    "default_ttl_secs",
+    "relay",
+];
 
 /// Tunable protocol and resource limits of one node.
 #[derive(Clone, Debug)]
@@ -105,6 +132,10 @@ pub struct Config {
     /// one host cannot fill a bucket with sybils. Loopback is exempt so
     /// local test networks work.
     pub max_per_prefix: usize,
+    /// How loopback endpoints count for every prefix limit. Default
+    /// `Exempt`, so that many nodes on one machine form a network; tests
+    /// of the limits use `PerPort` (each port a network of its own).
+    pub loopback: LoopbackPrefixes,
     /// Whether this node holds and relays messages for others. Default
     /// true. A node that does not answers their `Store`s refused (status 4).
     pub relay: bool,
@@ -129,9 +160,9 @@ pub struct Config {
     /// Cap on the re-relay delay. Default 1 hour.
     pub relay_backoff_max: Duration,
     /// Held messages, our own undelivered ones included (those are never
-    /// evicted). Default 4096; when full the message whose recipient is
-    /// farthest from us is evicted first (we are the least responsible for
-    /// it), or the newcomer is answered busy.
+    /// evicted). Default 4096; when full, the network holding the most here
+    /// gives up its message whose recipient is farthest from us (if it holds
+    /// more than the newcomer's network), or the newcomer is answered busy.
     pub max_held: usize,
     /// Total body bytes of held messages. Default 4 MiB; same eviction.
     pub max_held_bytes: usize,
@@ -140,6 +171,21 @@ pub struct Config {
     /// with someone who is away still fits. Beyond it a `Store` is answered
     /// busy (status 5) and the sender offers it again later.
     pub max_held_per_sender: usize,
+    /// Held messages that came from one network (/24, /48). Default 1024
+    /// (a quarter of `max_held`): keys are free, networks are not, so this
+    /// is the quota an attacker cannot multiply. Beyond it: busy.
+    pub max_held_per_source: usize,
+    /// Message body bytes one network may have a relay store per second.
+    /// Default 64 KiB/s, with a burst of a quarter of `max_held_bytes`
+    /// (1 MiB): a conversation's burst fits; a flood is paced. Beyond it:
+    /// busy.
+    pub stored_bytes_per_sec: usize,
+    /// Requests one network may send per second, and the burst. Default
+    /// 200/s, burst 2000; further requests are dropped unanswered
+    /// (`rate_limited`). Loopback is exempt unless `loopback` says not.
+    pub requests_per_sec: u32,
+    /// See `requests_per_sec`.
+    pub requests_burst: u32,
     /// Acks being routed towards their senders. Default 4096; beyond it the
     /// one expiring soonest stops being routed (its tombstone stays).
     pub max_routed_acks: usize,
@@ -191,6 +237,7 @@ impl Default for Config {
             bootstrap_retry_max: Duration::from_secs(600),
             verified_cache: 256,
             max_per_prefix: 2,
+            loopback: LoopbackPrefixes::Exempt,
             relay: true,
             default_ttl: Duration::from_secs(3 * 24 * 3600),
             max_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -202,6 +249,10 @@ impl Default for Config {
             max_held: 4096,
             max_held_bytes: 4 << 20,
             max_held_per_sender: 1024,
+            max_held_per_source: 1024,
+            stored_bytes_per_sec: 64 << 10,
+            requests_per_sec: 200,
+            requests_burst: 2000,
             max_routed_acks: 4096,
             max_tombstones: 16384,
             tombstone_margin: Duration::from_secs(3600),
@@ -214,6 +265,34 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Change one setting from text (`--set KEY=VALUE`); the result still
+    /// has to pass [`Config::validate`].
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let bad = || ConfigError::BadValue(key.to_string(), value.to_string());
+        let n = || value.parse::<usize>().map_err(|_| bad());
+        let n32 = || value.parse::<u32>().map_err(|_| bad());
+        match key {
+            "max_held" => self.max_held = n()?,
+            "max_held_bytes" => self.max_held_bytes = n()?,
+            "max_held_per_sender" => self.max_held_per_sender = n()?,
+            "max_held_per_source" => self.max_held_per_source = n()?,
+            "max_routed_acks" => self.max_routed_acks = n()?,
+            "max_tombstones" => self.max_tombstones = n()?,
+            "max_outbox" => self.max_outbox = n()?,
+            "max_inbox" => self.max_inbox = n()?,
+            "max_unshown" => self.max_unshown = n()?,
+            "relay_budget" => self.relay_budget = n32()?,
+            "hop_limit" => self.hop_limit = n32()?,
+            "requests_per_sec" => self.requests_per_sec = n32()?,
+            "requests_burst" => self.requests_burst = n32()?,
+            "stored_bytes_per_sec" => self.stored_bytes_per_sec = n()?,
+            "default_ttl_secs" => self.default_ttl = Duration::from_secs(n32()?.into()),
+            "relay" => self.relay = value.parse().map_err(|_| bad())?,
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+
     /// Check that a node can run with this configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let k = self.k.get();
@@ -274,5 +353,18 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::Ttl));
+    }
+
+    #[test]
+    fn settings_can_be_changed_by_name() {
+        let mut c = Config::default();
+        c.set("max_inbox", "16").unwrap();
+        c.set("relay", "false").unwrap();
+        assert_eq!((c.max_inbox, c.relay), (16, false));
+        assert!(matches!(c.set("k", "3"), Err(ConfigError::UnknownKey(_))));
+        assert!(matches!(
+            c.set("max_inbox", "x"),
+            Err(ConfigError::BadValue(..))
+        ));
     }
 }

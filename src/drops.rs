@@ -71,6 +71,13 @@ pub enum DropReason {
     SenderQuota,
     /// A `Store` refused for now: no room.
     RelayFull,
+    /// A `Store` refused for now: its source network's share is held.
+    SourceQuota,
+    /// A `Store` refused for now: its source network stored too many bytes
+    /// per second.
+    SourceRate,
+    /// A request dropped: its source network sent too many per second.
+    RateLimited,
     /// A held copy dropped to make room for a nearer recipient's.
     EvictedHeld,
     /// An ack that fails its check.
@@ -81,6 +88,12 @@ pub enum DropReason {
     NotRelaying,
     /// A routed ack dropped to stay within `max_routed_acks`.
     EvictedAck,
+    /// An answer not sent: the requester has not proven its address and
+    /// the answer would exceed 3 times what it sent (anti-amplification).
+    Amplification,
+    /// A message for us older than ids we had to forget: taken for a
+    /// replay and not shown (its ack is still given).
+    Replayed,
     /// Local: the driver could not make a write batch durable.
     StoreError,
     /// Local: a stored record could not be read back.
@@ -123,11 +136,16 @@ impl DropReason {
             BadMessageSignature => "bad_message_signature",
             SenderQuota => "sender_quota",
             RelayFull => "relay_full",
+            SourceQuota => "source_quota",
+            SourceRate => "source_rate",
+            RateLimited => "rate_limited",
             EvictedHeld => "evicted_held",
             ForgedAck => "forged_ack",
             InboxFull => "inbox_full",
             NotRelaying => "not_relaying",
             EvictedAck => "evicted_ack",
+            Replayed => "replayed",
+            Amplification => "amplification",
             StoreError => "store_error",
             StoreCorrupt => "store_corrupt",
         }

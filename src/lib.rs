@@ -15,6 +15,7 @@ pub mod control;
 pub mod drops;
 pub mod event;
 pub mod identity;
+pub mod limits;
 pub mod lookup;
 pub mod message;
 pub mod node;

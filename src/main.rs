@@ -44,6 +44,17 @@ struct Cli {
     #[arg(long)]
     json: bool,
 
+    /// Count each loopback port as a network of its own for the sybil
+    /// limits (they are off for loopback otherwise), to test the limits
+    /// with processes on one machine.
+    #[arg(long)]
+    loopback_per_port: bool,
+
+    /// Change a limit, e.g. `--set max_inbox=100` (repeatable; for testing
+    /// and for nodes with little memory; see protocol.md §12 for each).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+
     /// Where held messages, outbox, inbox, acks and contacts are kept
     /// [default: <data dir>/comm/<address>, e.g. ~/.local/share/comm/…].
     #[arg(long, value_name = "DIR")]
@@ -149,8 +160,21 @@ fn start(cli: Cli) -> Result<(), String> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let started = std::time::Instant::now();
-    let mut node =
-        Node::new(Config::default(), identity.clone(), seed, started).map_err(|e| e.to_string())?;
+    let mut config = Config {
+        loopback: if cli.loopback_per_port {
+            comm::routing::LoopbackPrefixes::PerPort
+        } else {
+            comm::routing::LoopbackPrefixes::Exempt
+        },
+        ..Config::default()
+    };
+    for setting in &cli.set {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--set {setting:?}: expected KEY=VALUE"))?;
+        config.set(key, value).map_err(|e| format!("--set: {e}"))?;
+    }
+    let mut node = Node::new(config, identity.clone(), seed, started).map_err(|e| e.to_string())?;
     // Resume held messages and retries, show what was never shown; rejoin
     // through the saved contacts too.
     // Messages shown just before a crash are recorded as shown first.

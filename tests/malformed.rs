@@ -32,6 +32,7 @@ fn raw_ping() -> proto::Packet {
         txid: 99,
         challenge: Bytes::new(),
         proof: None,
+        padding: Bytes::new(),
         body: Some(proto::packet::Body::Ping(proto::Ping {})),
     }
 }

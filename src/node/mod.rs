@@ -36,14 +36,15 @@ use crate::config::{Config, ConfigError};
 use crate::drops::DropReason;
 pub use crate::event::Event;
 use crate::identity::{self, proof_message, Identity};
+use crate::limits::{Rate, TokenBuckets};
 pub use crate::lookup::LookupId;
 use crate::lookup::{Lookup, LookupResult};
 use crate::message::MessageId;
 use crate::relay::{Action, Ctx, OutboxState, Relay, RelayRequest, SendError};
-use crate::routing::{Insert, RoutingTable, TablePolicy};
+use crate::routing::{prefix, Insert, Prefix, RoutingTable, TablePolicy};
 use crate::wire::records::{self, BatchId, Op, Snapshot, Table, WriteBatch};
 use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN};
-use peers::{LookupCache, TableView, VerifiedCache};
+use peers::{LookupCache, TableView, Unproven, VerifiedCache};
 use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
 use timers::{Timer, TimerTable};
 
@@ -146,6 +147,11 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Size of a challenge `Ping` to a requester (padded, so that its `Pong`
+/// with proof fits the requester's own limit, even over IPV6), counted
+/// against the requester's allowance before it is sent.
+const VERIFY_PING_MAX: usize = wire::PADDED_PING;
+
 /// Wall-clock time the simulator and the fuzzers start at (2023-11-14,
 /// ms since the Unix epoch).
 pub const DEFAULT_EPOCH_MS: u64 = 1_700_000_000_000;
@@ -183,6 +189,9 @@ pub struct Node {
     lookup_cache: LookupCache,
     next_lookup: LookupId,
     verified: VerifiedCache,
+    unproven: Unproven,
+    /// Requests per second per source network.
+    requests: TokenBuckets<Prefix>,
     relay: Relay,
     boot: Bootstrap,
     stats: Stats,
@@ -224,6 +233,13 @@ impl Node {
         let table = RoutingTable::new(me, TablePolicy::from_config(&config), now);
         let mut timers = TimerTable::default();
         timers.set(Timer::Maintenance, now + config.refresh_check);
+        let requests = TokenBuckets::new(
+            Rate {
+                per_sec: f64::from(config.requests_per_sec),
+                burst: f64::from(config.requests_burst),
+            },
+            4096,
+        );
         Ok(Node {
             boot: Bootstrap {
                 backoff: config.bootstrap_retry,
@@ -242,6 +258,8 @@ impl Node {
             lookup_cache: LookupCache::default(),
             next_lookup: 1,
             verified: VerifiedCache::default(),
+            unproven: Unproven::default(),
+            requests,
             stats: Stats::default(),
             now,
             wall_ms: DEFAULT_EPOCH_MS,
@@ -517,6 +535,7 @@ impl Node {
                     body,
                     challenge,
                     purpose,
+                    own,
                 } => {
                     match purpose {
                         RelayRequest::Store(_) => self.stats.stores_sent += 1,
@@ -529,7 +548,7 @@ impl Node {
                         Some(to.id),
                         body,
                         challenge,
-                        Purpose::Relay(purpose),
+                        Purpose::Relay(purpose, own),
                     );
                     if !sent {
                         match purpose {
@@ -792,13 +811,25 @@ impl Node {
             txid = self.rng.gen();
         }
         let challenge = challenge.then(|| self.rng.gen::<[u8; CHALLENGE_LEN]>());
-        let payload = wire::encode(&Packet {
+        // Padded, a request earns a full answer (and a challenge back) from
+        // a peer that has not verified us yet, under its amplification
+        // limit: a FindNode's answer can be 522 bytes, a bootstrap Pong and
+        // the challenge that follows it 201.
+        let pad = match (&body, purpose) {
+            (Body::FindNode { .. }, _) => wire::PADDED_REQUEST,
+            (Body::Ping, Purpose::Bootstrap | Purpose::Verify) | (Body::Pull, _) => {
+                wire::PADDED_PING
+            }
+            _ => 0,
+        };
+        let packet = Packet {
             sender: self.me,
             txid,
             challenge,
             proof: None,
             body,
-        });
+        };
+        let payload = wire::encode_padded(&packet, pad);
         let rpc = Rpc::new(to, expect, challenge, payload, purpose);
         let ok = self
             .rpcs
@@ -844,17 +875,31 @@ impl Node {
         }
         let now = self.now;
         if packet.body.is_request() {
-            self.handle_request(now, from, packet);
+            self.handle_request(now, from, packet, bytes.len());
         } else {
             self.handle_response(now, from, packet);
         }
     }
 
-    fn handle_request(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+    fn handle_request(&mut self, now: Instant, from: SocketAddr, packet: Packet, len: usize) {
         let contact = Contact {
             id: packet.sender,
             addr: from,
         };
+        // No network may ask more than its share of us.
+        if let Some(p) = prefix(&from, self.config.loopback) {
+            if !self.requests.take(p, 1.0, now) {
+                self.count_drop(DropReason::RateLimited);
+                return;
+            }
+        }
+        // An endpoint that has not proven it receives at its address may be
+        // a spoofed one: we send it at most 3 times what it sent us.
+        let proven = self.table.contains(&contact.id, &from) || self.verified.contains(&contact);
+        if !proven {
+            self.unproven.received(from, len);
+        }
+        let mut holding_for_it = false;
         let body = match packet.body {
             Body::Ping => Body::Pong {
                 observed: Some(from),
@@ -889,9 +934,12 @@ impl Node {
                 }
                 Body::Acknowledged { id }
             }
-            Body::Pull => Body::Pulled {
-                count: with_relay!(self, now, |relay, ctx| relay.on_pull(&ctx, contact)),
-            },
+            Body::Pull => {
+                let (count, holding) =
+                    with_relay!(self, now, |relay, ctx| relay.on_pull(&ctx, contact));
+                holding_for_it = holding;
+                Body::Pulled { count }
+            }
             Body::Pong { .. }
             | Body::Nodes { .. }
             | Body::Stored { .. }
@@ -902,15 +950,33 @@ impl Node {
             key: self.identity.public_key(),
             signature: self.identity.sign(&proof_message(&c)),
         });
-        let holding_for_it = matches!(body, Body::Pulled { count } if count > 0);
-        let reply = wire::encode(&Packet {
+        let mut reply = Packet {
             sender: self.me,
             txid: packet.txid,
             challenge: None,
             proof,
             body,
-        });
-        self.transmit(from, reply);
+        };
+        let mut bytes = wire::encode(&reply);
+        if !proven {
+            let allowance = self.unproven.allowance(&from);
+            // A long list of contacts is cut to what the limit allows.
+            while bytes.len() as u64 > allowance {
+                match &mut reply.body {
+                    Body::Nodes { contacts } if !contacts.is_empty() => {
+                        contacts.pop();
+                        bytes = wire::encode(&reply);
+                    }
+                    _ => break,
+                }
+            }
+            if bytes.len() as u64 > allowance {
+                self.count_drop(DropReason::Amplification);
+                return;
+            }
+            self.unproven.sent(&from, bytes.len());
+        }
+        self.transmit(from, bytes);
         // Learn about the requester, but let it into the table only once it
         // has proven its key and that it receives at `from`, and only
         // challenge it if it would be placed (or would set off a check).
@@ -922,7 +988,9 @@ impl Node {
             } else if self.rpcs.open_len() < self.config.max_inflight_rpcs.get() / 2
                 && !self.rpcs.has_request_to(&from)
                 && (holding_for_it || self.table.worth_verifying(&contact, now))
+                && self.unproven.allowance(&from) >= VERIFY_PING_MAX as u64
             {
+                self.unproven.sent(&from, VERIFY_PING_MAX);
                 self.request(
                     now,
                     from,
@@ -947,12 +1015,15 @@ impl Node {
         let fits = matches!(
             (&rpc.purpose, &packet.body),
             (Purpose::FindNode(_), Body::Nodes { .. })
-                | (Purpose::Relay(RelayRequest::Store(_)), Body::Stored { .. })
                 | (
-                    Purpose::Relay(RelayRequest::Acknowledge(_)),
+                    Purpose::Relay(RelayRequest::Store(_), _),
+                    Body::Stored { .. }
+                )
+                | (
+                    Purpose::Relay(RelayRequest::Acknowledge(_), _),
                     Body::Acknowledged { .. }
                 )
-                | (Purpose::Relay(RelayRequest::Pull), Body::Pulled { .. })
+                | (Purpose::Relay(RelayRequest::Pull, _), Body::Pulled { .. })
                 | (
                     Purpose::Bootstrap | Purpose::Verify | Purpose::CheckOldest,
                     Body::Pong { .. }
@@ -1043,7 +1114,7 @@ impl Node {
                     self.drive_lookup(now, id);
                 }
             }
-            Purpose::Relay(RelayRequest::Store(id)) => {
+            Purpose::Relay(RelayRequest::Store(id), _) => {
                 if let Body::Stored { id: got, status } = packet.body {
                     if got == id {
                         with_relay!(self, now, |relay, ctx| relay
@@ -1054,10 +1125,10 @@ impl Node {
                     }
                 }
             }
-            Purpose::Relay(RelayRequest::Acknowledge(id)) => {
+            Purpose::Relay(RelayRequest::Acknowledge(id), _) => {
                 self.relay.on_acknowledged(contact, id)
             }
-            Purpose::Relay(RelayRequest::Pull) => {}
+            Purpose::Relay(RelayRequest::Pull, _) => {}
         }
     }
 
@@ -1149,7 +1220,7 @@ impl Node {
                 }
                 self.drive_lookup(now, l);
             }
-            Purpose::Relay(RelayRequest::Store(id)) => self.relay.store_slow(&peer, id),
+            Purpose::Relay(RelayRequest::Store(id), _) => self.relay.store_slow(&peer, id),
             _ => {}
         }
     }
@@ -1182,7 +1253,8 @@ impl Node {
         // so nobody can get it dropped by naming it at another endpoint;
         // and an unanswered Acknowledge does not count, because a forged
         // ack is answered with silence on purpose (§15.2).
-        let silent_by_design = matches!(rpc.purpose, Purpose::Relay(RelayRequest::Acknowledge(_)));
+        let silent_by_design =
+            matches!(rpc.purpose, Purpose::Relay(RelayRequest::Acknowledge(_), _));
         if let Some(id) = rpc
             .expect
             .filter(|id| !silent_by_design && self.table.contains(id, &rpc.to))
@@ -1210,17 +1282,17 @@ impl Node {
                 }
                 self.drive_lookup(now, lookup);
             }
-            Purpose::Relay(RelayRequest::Store(id)) => {
+            Purpose::Relay(RelayRequest::Store(id), _) => {
                 if let Some(p) = rpc.expect {
                     self.relay.store_failed(&p, id, false);
                 }
             }
-            Purpose::Relay(RelayRequest::Acknowledge(id)) => {
+            Purpose::Relay(RelayRequest::Acknowledge(id), _) => {
                 if let Some(p) = rpc.expect {
                     self.relay.ack_failed(&p, id, false);
                 }
             }
-            Purpose::Relay(RelayRequest::Pull) => {}
+            Purpose::Relay(RelayRequest::Pull, _) => {}
         }
     }
 

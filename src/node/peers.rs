@@ -96,3 +96,52 @@ impl LookupCache {
         }
     }
 }
+
+/// Bytes exchanged with endpoints that have not proven they receive at
+/// their address, so a spoofed source can make us send at most
+/// `AMPLIFICATION` times what it sent (anti-amplification, as in QUIC).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Unproven {
+    map: BTreeMap<SocketAddr, (u64, u64)>,
+    order: VecDeque<SocketAddr>,
+}
+
+/// What we may send an unproven endpoint, as a multiple of what it sent.
+pub(crate) const AMPLIFICATION: u64 = 3;
+
+/// Unproven endpoints tracked; the earliest seen is forgotten first (and
+/// starts again from nothing, which costs an attacker its credit too).
+const UNPROVEN_CAP: usize = 4096;
+
+impl Unproven {
+    /// `from` sent us `n` bytes.
+    pub(crate) fn received(&mut self, from: SocketAddr, n: usize) {
+        if !self.map.contains_key(&from) {
+            while self.map.len() >= UNPROVEN_CAP {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.map.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            self.order.push_back(from);
+        }
+        self.map.entry(from).or_insert((0, 0)).0 += n as u64;
+    }
+
+    /// How many more bytes we may send `to`.
+    pub(crate) fn allowance(&self, to: &SocketAddr) -> u64 {
+        match self.map.get(to) {
+            Some((i, o)) => (i * AMPLIFICATION).saturating_sub(*o),
+            None => 0,
+        }
+    }
+
+    /// We sent `to` `n` bytes.
+    pub(crate) fn sent(&mut self, to: &SocketAddr, n: usize) {
+        if let Some(e) = self.map.get_mut(to) {
+            e.1 += n as u64;
+        }
+    }
+}

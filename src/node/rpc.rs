@@ -32,19 +32,35 @@ pub(crate) enum Purpose {
     CheckOldest,
     /// One step of a lookup.
     FindNode(LookupId),
-    /// A request of the relay.
-    Relay(RelayRequest),
+    /// A request of the relay, and whether it serves our own messages.
+    Relay(RelayRequest, bool),
 }
 
 impl Purpose {
+    /// Whether the request serves this node's own user (its lookups, its
+    /// messages, its join) rather than the network (relaying for others,
+    /// checking contacts): such requests may use every slot, the others
+    /// leave `RESERVED_SHARE` of the slots free, so that peers that never
+    /// answer cannot starve the node's own traffic.
+    pub(crate) fn own(self) -> bool {
+        matches!(
+            self,
+            Purpose::Bootstrap | Purpose::FindNode(_) | Purpose::Relay(_, true)
+        )
+    }
+
     /// Whether a soft timeout matters to whoever sent it.
     fn wants_soft_timeout(self) -> bool {
         matches!(
             self,
-            Purpose::FindNode(_) | Purpose::Relay(RelayRequest::Store(_))
+            Purpose::FindNode(_) | Purpose::Relay(RelayRequest::Store(_), _)
         )
     }
 }
+
+/// Share of the in-flight slots (1/4) that requests for others may not
+/// take: kept for the node's own traffic.
+const RESERVED_SHARE: usize = 4;
 
 /// One request.
 #[derive(Clone, Debug)]
@@ -59,6 +75,8 @@ pub(crate) struct Rpc {
     retransmitted: bool,
     /// Its soft timeout passed before it was answered.
     pub(crate) slow: bool,
+    /// It serves this node's own user (see [`Purpose::own`]).
+    pub(crate) own: bool,
 }
 
 impl Rpc {
@@ -79,6 +97,7 @@ impl Rpc {
             retries_left: 0,
             retransmitted: false,
             slow: false,
+            own: purpose.own(),
         }
     }
 }
@@ -162,7 +181,11 @@ pub(crate) enum Deadline {
 pub(crate) struct Rpcs {
     open: BTreeMap<TxId, Rpc>,
     waiting: BTreeMap<TxId, Rpc>,
+    /// Waiting requests of the node's own user, then the others'.
     queue: VecDeque<TxId>,
+    queue_others: VecDeque<TxId>,
+    /// Open requests that serve others.
+    open_others: usize,
     per_endpoint: BTreeMap<SocketAddr, u32>,
     late: BTreeMap<TxId, (Rpc, Instant)>,
     late_order: VecDeque<TxId>,
@@ -182,6 +205,8 @@ impl Rpcs {
             open: BTreeMap::new(),
             waiting: BTreeMap::new(),
             queue: VecDeque::new(),
+            queue_others: VecDeque::new(),
+            open_others: 0,
             per_endpoint: BTreeMap::new(),
             late: BTreeMap::new(),
             late_order: VecDeque::new(),
@@ -210,7 +235,13 @@ impl Rpcs {
 
     /// Requests waiting for a free slot.
     pub(crate) fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.queue_others.len()
+    }
+
+    /// Whether a request of this kind may take a slot now.
+    fn slot_free(&self, own: bool) -> bool {
+        self.open.len() < self.cap
+            && (own || self.open_others < self.cap - self.cap / RESERVED_SHARE)
     }
 
     /// Whether a request to `addr` is open or queued.
@@ -251,13 +282,17 @@ impl Rpcs {
         timers: &mut TimerTable<Timer>,
         sink: &mut Vec<(SocketAddr, Bytes)>,
     ) -> bool {
-        if self.open.len() >= self.cap {
-            if self.queue.len() >= self.queue_cap {
+        if !self.slot_free(rpc.own) {
+            if self.queued_len() >= self.queue_cap {
                 return false;
             }
             *self.per_endpoint.entry(rpc.to).or_insert(0) += 1;
+            if rpc.own {
+                self.queue.push_back(txid);
+            } else {
+                self.queue_others.push_back(txid);
+            }
             self.waiting.insert(txid, rpc);
-            self.queue.push_back(txid);
             return true;
         }
         *self.per_endpoint.entry(rpc.to).or_insert(0) += 1;
@@ -274,7 +309,16 @@ impl Rpcs {
         sink: &mut Vec<(SocketAddr, Bytes)>,
     ) {
         rpc.sent_at = Some(now);
-        rpc.retries_left = self.retries;
+        // A challenge to an unproven requester is sent once: retrying it
+        // would double what a spoofed source makes us send.
+        rpc.retries_left = if rpc.purpose == Purpose::Verify {
+            0
+        } else {
+            self.retries
+        };
+        if !rpc.own {
+            self.open_others += 1;
+        }
         sink.push((rpc.to, rpc.payload.clone()));
         timers.set(Timer::Rpc(txid), now + self.timeout);
         if rpc.purpose.wants_soft_timeout() {
@@ -293,8 +337,15 @@ impl Rpcs {
         timers: &mut TimerTable<Timer>,
         sink: &mut Vec<(SocketAddr, Bytes)>,
     ) {
-        while self.open.len() < self.cap {
-            let Some(txid) = self.queue.pop_front() else {
+        loop {
+            let txid = if !self.queue.is_empty() && self.slot_free(true) {
+                self.queue.pop_front()
+            } else if self.slot_free(false) {
+                self.queue_others.pop_front()
+            } else {
+                None
+            };
+            let Some(txid) = txid else {
                 return;
             };
             if let Some(rpc) = self.waiting.remove(&txid) {
@@ -337,6 +388,9 @@ impl Rpcs {
             return Some(rpc);
         }
         let rpc = self.open.remove(&txid)?;
+        if !rpc.own {
+            self.open_others -= 1;
+        }
         timers.cancel(&Timer::Rpc(txid));
         timers.cancel(&Timer::Soft(txid));
         if let (false, Some(at)) = (rpc.retransmitted, rpc.sent_at) {
@@ -366,6 +420,9 @@ impl Rpcs {
             return Some(Deadline::Retransmitted);
         }
         let rpc = self.open.remove(&txid)?;
+        if !rpc.own {
+            self.open_others -= 1;
+        }
         timers.cancel(&Timer::Soft(txid));
         self.release_endpoint(&rpc.to);
         if self.late_cap > 0 {
@@ -445,6 +502,41 @@ mod tests {
         // Its late answer is still recognised for a while.
         assert!(r.peek(later, 2).is_some_and(|(_, late)| late));
         assert!(r.peek(later + Duration::from_secs(2), 2).is_none());
+    }
+
+    #[test]
+    fn requests_for_others_leave_a_quarter_of_the_slots_to_the_node_itself() {
+        let now = Instant::now();
+        let mut r = layer(8, 64);
+        let mut timers = TimerTable::default();
+        let mut sink = Vec::new();
+        let others = |port| {
+            let mut x = rpc(port);
+            x.purpose = Purpose::Relay(RelayRequest::Pull, false);
+            x.own = false;
+            x
+        };
+        for t in 1..=10 {
+            r.submit(now, t, others(t as u16), &mut timers, &mut sink);
+        }
+        assert_eq!((r.open_len(), r.queued_len()), (6, 4), "2 of 8 kept free");
+        // The node's own lookup still goes out at once, ahead of the queue.
+        r.submit(now, 100, rpc(100), &mut timers, &mut sink);
+        r.submit(now, 101, rpc(101), &mut timers, &mut sink);
+        assert_eq!(r.open_len(), 8);
+        r.submit(now, 102, rpc(102), &mut timers, &mut sink);
+        r.answered(now, 1, &mut timers, &mut sink);
+        assert_eq!(sink.last().map(|s| s.0), Some(rpc(102).to), "own first");
+        // A challenge to a requester is not retransmitted.
+        let mut v = rpc(200);
+        v.purpose = Purpose::Verify;
+        v.own = false;
+        let mut big = layer(8, 8);
+        big.submit(now, 7, v, &mut timers, &mut sink);
+        assert!(matches!(
+            big.deadline(now, 7, &mut timers, &mut sink),
+            Some(Deadline::Failed(_))
+        ));
     }
 
     #[test]

@@ -166,3 +166,59 @@ impl AckRoutes {
             .collect()
     }
 }
+
+/// A bounded memory of message ids until a time each: when full, the one
+/// remembered for the shortest time goes first.
+#[derive(Clone, Debug)]
+pub(crate) struct IdMemory<V> {
+    map: BTreeMap<MessageId, (V, u64)>,
+    order: BTreeSet<(u64, MessageId)>,
+}
+
+impl<V> Default for IdMemory<V> {
+    fn default() -> Self {
+        IdMemory {
+            map: BTreeMap::new(),
+            order: BTreeSet::new(),
+        }
+    }
+}
+
+impl<V> IdMemory<V> {
+    pub(crate) fn get(&self, id: &MessageId) -> Option<&V> {
+        self.map.get(id).map(|(v, _)| v)
+    }
+
+    pub(crate) fn contains(&self, id: &MessageId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    /// Remember `id` with `v` until `until_ms`, within `cap` entries.
+    pub(crate) fn insert(&mut self, id: MessageId, v: V, until_ms: u64, cap: usize) {
+        if let Some((_, old)) = self.map.remove(&id) {
+            self.order.remove(&(old, id));
+        }
+        if cap == 0 {
+            return;
+        }
+        while self.map.len() >= cap {
+            let Some((_, victim)) = self.order.pop_first() else {
+                break;
+            };
+            self.map.remove(&victim);
+        }
+        self.order.insert((until_ms, id));
+        self.map.insert(id, (v, until_ms));
+    }
+
+    /// Forget what is remembered until `now_ms` or earlier.
+    pub(crate) fn expire(&mut self, now_ms: u64) {
+        while let Some(&(until, id)) = self.order.first() {
+            if until > now_ms {
+                break;
+            }
+            self.order.pop_first();
+            self.map.remove(&id);
+        }
+    }
+}

@@ -1,12 +1,14 @@
 //! Held messages, indexed so that per-`Store` work does not grow with how
-//! many are held: by sender (for the quota), by recipient (for pushes and
-//! pulls) and by the recipient's distance from us (for eviction).
+//! many are held: by sender and by source network (for the quotas), by
+//! recipient (for pushes and pulls), and per source by the recipient's
+//! distance from us (for eviction: the largest source gives way first).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::route::Route;
 use crate::address::{Address, Distance};
 use crate::message::{Envelope, MessageId};
+use crate::routing::Prefix;
 
 /// A message this node holds and relays towards its recipient.
 #[derive(Clone, Debug)]
@@ -15,6 +17,9 @@ pub(crate) struct Held {
     pub(crate) route: Route,
     /// Our own message (never evicted, not under any quota).
     pub(crate) own: bool,
+    /// The network it came from (`None`: exempt, e.g. loopback, or not
+    /// recorded); quotas and eviction are per source.
+    pub(crate) source: Option<Prefix>,
 }
 
 /// Every held message and its indices.
@@ -23,8 +28,10 @@ pub(crate) struct HeldSet {
     map: BTreeMap<MessageId, Held>,
     by_sender: BTreeMap<Address, usize>,
     by_recipient: BTreeMap<Address, BTreeSet<MessageId>>,
-    /// Others' messages by their recipient's distance from us.
-    by_distance: BTreeSet<(Distance, MessageId)>,
+    /// Others' messages per source, by their recipient's distance from us.
+    by_source: BTreeMap<Option<Prefix>, BTreeSet<(Distance, MessageId)>>,
+    /// Sources by how many messages they have held here.
+    sizes: BTreeSet<(usize, Option<Prefix>)>,
     bytes: usize,
 }
 
@@ -72,9 +79,24 @@ impl HeldSet {
         self.by_recipient.get(recipient).map_or(0, BTreeSet::len)
     }
 
-    /// The others' message whose recipient is farthest from `me`.
-    pub(crate) fn farthest(&self) -> Option<(Distance, MessageId)> {
-        self.by_distance.last().copied()
+    /// Others' messages held from `source`.
+    pub(crate) fn count_from_source(&self, source: &Option<Prefix>) -> usize {
+        self.by_source.get(source).map_or(0, BTreeSet::len)
+    }
+
+    /// The source holding the most others' messages here, with its count
+    /// and its message whose recipient is farthest from us.
+    pub(crate) fn largest_source(&self) -> Option<(Option<Prefix>, usize, MessageId)> {
+        let &(n, source) = self.sizes.last()?;
+        let &(_, id) = self.by_source.get(&source)?.last()?;
+        Some((source, n, id))
+    }
+
+    fn resize(&mut self, source: Option<Prefix>, old: usize, new: usize) {
+        self.sizes.remove(&(old, source));
+        if new > 0 {
+            self.sizes.insert((new, source));
+        }
     }
 
     pub(crate) fn insert(&mut self, me: &Address, held: Held) {
@@ -87,8 +109,11 @@ impl HeldSet {
             .insert(id);
         if !held.own {
             *self.by_sender.entry(held.envelope.sender()).or_insert(0) += 1;
-            self.by_distance
-                .insert((held.envelope.recipient().distance(me), id));
+            let group = self.by_source.entry(held.source).or_default();
+            let old = group.len();
+            group.insert((held.envelope.recipient().distance(me), id));
+            let new = group.len();
+            self.resize(held.source, old, new);
         }
         self.map.insert(id, held);
     }
@@ -111,7 +136,15 @@ impl HeldSet {
                     self.by_sender.remove(&s);
                 }
             }
-            self.by_distance.remove(&(r.distance(me), *id));
+            if let Some(group) = self.by_source.get_mut(&held.source) {
+                let old = group.len();
+                group.remove(&(r.distance(me), *id));
+                let new = group.len();
+                if new == 0 {
+                    self.by_source.remove(&held.source);
+                }
+                self.resize(held.source, old, new);
+            }
         }
         Some(held)
     }

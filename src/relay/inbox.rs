@@ -21,8 +21,11 @@ pub(crate) struct Inbox {
     map: BTreeMap<MessageId, Received>,
     /// Not yet shown, in writing order.
     unshown: BTreeSet<(u64, MessageId)>,
-    /// Shown, by keep-until time (the eviction order).
+    /// Shown, by keep-until time (the expiry order).
     shown: BTreeSet<(u64, MessageId)>,
+    /// Shown, by creation time (the order they are forgotten in when over
+    /// the cap: the oldest first, so the replay floor rises slowly).
+    shown_by_age: BTreeSet<(u64, MessageId)>,
 }
 
 impl Inbox {
@@ -49,6 +52,7 @@ impl Inbox {
             self.unshown.insert((r.created_at_ms, id));
         } else {
             self.shown.insert((r.keep_until_ms, id));
+            self.shown_by_age.insert((r.created_at_ms, id));
         }
         self.map.insert(id, r);
     }
@@ -57,6 +61,7 @@ impl Inbox {
         let r = self.map.remove(id)?;
         self.unshown.remove(&(r.created_at_ms, *id));
         self.shown.remove(&(r.keep_until_ms, *id));
+        self.shown_by_age.remove(&(r.created_at_ms, *id));
         Some(r)
     }
 
@@ -71,19 +76,21 @@ impl Inbox {
         let e = r.envelope.take()?;
         self.unshown.remove(&(r.created_at_ms, *id));
         self.shown.insert((r.keep_until_ms, *id));
+        self.shown_by_age.insert((r.created_at_ms, *id));
         Some(e)
     }
 
-    /// Forget shown messages beyond `cap` entries in all, soonest-expiring
-    /// first; unshown ones are never forgotten. Returns the ids forgotten.
-    pub(crate) fn trim(&mut self, cap: usize) -> Vec<MessageId> {
+    /// Forget shown messages beyond `cap` entries in all, the oldest
+    /// written first; unshown ones are never forgotten. Returns the ids
+    /// forgotten with their creation times.
+    pub(crate) fn trim(&mut self, cap: usize) -> Vec<(MessageId, u64)> {
         let mut gone = Vec::new();
         while self.map.len() > cap {
-            let Some((_, id)) = self.shown.pop_first() else {
+            let Some(&(created, id)) = self.shown_by_age.first() else {
                 break;
             };
-            self.map.remove(&id);
-            gone.push(id);
+            self.remove(&id);
+            gone.push((id, created));
         }
         gone
     }
@@ -95,8 +102,7 @@ impl Inbox {
             if until > now_ms {
                 break;
             }
-            self.shown.pop_first();
-            self.map.remove(&id);
+            self.remove(&id);
             gone.push(id);
         }
         gone

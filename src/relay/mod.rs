@@ -33,13 +33,15 @@ use crate::config::Config;
 use crate::drops::DropReason;
 use crate::event::Event;
 use crate::identity::Identity;
+use crate::limits::{Rate, TokenBuckets};
 use crate::message::{Ack, Envelope, MessageId};
+use crate::routing::{prefix, Prefix};
 use crate::wire::records::{
     self, AckRecord, HeldRecord, InboxRecord, Op, OutboxRecord, SentState, Snapshot, Table,
     TombstoneRecord,
 };
 use crate::wire::{Body, Contact, StoreStatus, MAX_BODY};
-use acks::{AckRoutes, HeldAck, Tombstone, Tombstones};
+use acks::{AckRoutes, HeldAck, IdMemory, Tombstone, Tombstones};
 use held::{Held, HeldSet};
 use inbox::{Inbox, Received};
 use outbox::{Outbox, Outgoing};
@@ -101,6 +103,9 @@ pub enum Action {
         challenge: bool,
         /// Which request it is.
         purpose: RelayRequest,
+        /// It serves our own messages (it may use the slots kept for the
+        /// node's own traffic).
+        own: bool,
     },
     /// Find the k closest nodes to this address, then call
     /// [`Relay::lookup_done`] (a fresh earlier result will do).
@@ -150,7 +155,22 @@ pub struct Relay {
     actions: VecDeque<Action>,
     /// A message for us was answered busy: pull again once there is room.
     refused_for_room: bool,
+    /// Messages we held and no longer do: their recipient and sender, so a
+    /// late ack can still be checked in full (a tombstone only ever comes
+    /// from an ack that matches a message we hold, held or sent).
+    gone: IdMemory<(Address, Address)>,
+    /// Acks we routed without knowing their message: not routed twice.
+    routed: IdMemory<()>,
+    /// Body bytes stored per second per source network.
+    stored_bytes: TokenBuckets<Prefix>,
+    /// Messages created at or before this (ms) whose id we no longer
+    /// remember count as already received: forgetting ids early (a full
+    /// inbox) must not let an old message be shown twice.
+    replay_floor_ms: u64,
 }
+
+/// Key of the replay floor in `Table::Meta`.
+const REPLAY_FLOOR_KEY: &[u8] = b"replay_floor";
 
 impl Relay {
     /// An empty relay for node `me`, whose jitter comes from `seed`.
@@ -169,6 +189,16 @@ impl Relay {
             eager: Vec::new(),
             actions: VecDeque::new(),
             refused_for_room: false,
+            gone: IdMemory::default(),
+            routed: IdMemory::default(),
+            replay_floor_ms: 0,
+            stored_bytes: TokenBuckets::new(
+                Rate {
+                    per_sec: config.stored_bytes_per_sec as f64,
+                    burst: config.max_held_bytes as f64 / 4.0,
+                },
+                4096,
+            ),
         }
     }
 
@@ -216,6 +246,7 @@ impl Relay {
         for op in failed {
             match op.key() {
                 (Table::Inbox | Table::Shown | Table::Damaged, _) => replay.push(op),
+                (Table::Meta, key) if key == REPLAY_FLOOR_KEY => replay.push(op),
                 (Table::Meta, _) => {}
                 (t, key) => {
                     if let Some(id) = records::id_of_key(key) {
@@ -262,6 +293,7 @@ impl Relay {
                     hops_left: h.route.hops_left,
                     budget: h.route.budget,
                     bound: h.route.bound,
+                    source: h.source,
                 }
                 .encode()
             }
@@ -346,6 +378,7 @@ impl Relay {
                             envelope: r.envelope,
                             route,
                             own,
+                            source: r.source,
                         },
                     );
                     self.act(Action::Schedule(RouteKey { id, ack: false }, now));
@@ -383,6 +416,13 @@ impl Relay {
                 Ok(_) => stale.push((Table::Tombstones, key.clone())),
                 Err(e) => {
                     corrupt.push((Table::Tombstones, key.clone(), value.clone(), e.to_string()))
+                }
+            }
+        }
+        for (key, value) in rows(Table::Meta) {
+            if key[..] == *REPLAY_FLOOR_KEY {
+                if let Ok(b) = <[u8; 8]>::try_from(&value[..]) {
+                    self.replay_floor_ms = u64::from_be_bytes(b);
                 }
             }
         }
@@ -482,6 +522,7 @@ impl Relay {
                 envelope,
                 route,
                 own: true,
+                source: None,
             },
         );
         self.touch(Table::Held, id);
@@ -600,21 +641,26 @@ impl Relay {
             return Vec::new();
         }
         self.touch(Table::Held, id);
-        let envelope = match self.held.get(&id) {
-            Some(h) => h.envelope.clone(),
+        let (envelope, own) = match self.held.get(&id) {
+            Some(h) => (h.envelope.clone(), h.own),
             None => return Vec::new(),
         };
         let mut sent = Vec::with_capacity(picks.len());
         for (c, hops_left) in picks {
             sent.push(c.id);
+            // The recipient must prove its key afresh at that endpoint,
+            // whatever the table says: whoever took over its old port must
+            // not be handed its messages.
+            let challenge = !ctx.peers.verified(&c) || c.id == envelope.recipient();
             self.act(Action::Request {
                 to: c,
                 body: Body::Store {
                     envelope: Box::new(envelope.clone()),
                     hops_left,
                 },
-                challenge: !ctx.peers.verified(&c),
+                challenge,
                 purpose: RelayRequest::Store(id),
+                own,
             });
         }
         sent
@@ -630,6 +676,8 @@ impl Relay {
             return;
         }
         let ack = h.ack;
+        // Ours if we are the recipient that signed it (it started here).
+        let own = ack.recipient() == me;
         self.touch(Table::Acks, id);
         for (c, hops_left) in picks {
             self.act(Action::Request {
@@ -640,6 +688,7 @@ impl Relay {
                 },
                 challenge: false,
                 purpose: RelayRequest::Acknowledge(id),
+                own,
             });
         }
     }
@@ -655,6 +704,7 @@ impl Relay {
                 },
                 challenge: false,
                 purpose: RelayRequest::Acknowledge(ack.id),
+                own: false,
             });
         }
     }
@@ -700,13 +750,16 @@ impl Relay {
                 self.expire(id);
                 return;
             }
-            if h.route.budget == 0 {
-                debug!(id = %id.short(), "relay budget spent");
-                self.unhold(&id);
-                return;
-            }
             let targets = ctx.peers.closest(&h.envelope.recipient(), k);
             self.store_to(ctx, id, &targets);
+            if self.held.get(&id).is_some_and(|h| h.route.budget == 0) {
+                // Spent: no more attempts, but the copy stays until it
+                // expires or is acknowledged, for its recipient to collect
+                // (a push on appearance or a pull costs no budget). Silent
+                // peers can drain a budget, never make us drop a copy.
+                debug!(id = %id.short(), "relay budget spent; holding passively");
+                return;
+            }
             self.schedule_attempt(ctx.now, key);
         }
     }
@@ -721,6 +774,16 @@ impl Relay {
     fn unhold(&mut self, id: &MessageId) -> Option<Held> {
         let me = self.me;
         let h = self.held.remove(&me, id)?;
+        let e = &h.envelope;
+        let until = e
+            .expires_at_ms()
+            .saturating_add(self.config.tombstone_margin.as_millis() as u64);
+        self.gone.insert(
+            *id,
+            (e.recipient(), e.sender()),
+            until,
+            self.config.max_tombstones,
+        );
         self.touch(Table::Held, *id);
         self.act(Action::Cancel(RouteKey {
             id: *id,
@@ -761,6 +824,8 @@ impl Relay {
         for id in self.inbox.expire(now_ms) {
             self.write_inbox(&id, None);
         }
+        self.gone.expire(now_ms);
+        self.routed.expire(now_ms);
     }
 
     // ---- receiving a Store --------------------------------------------
@@ -802,8 +867,9 @@ impl Relay {
             self.count(DropReason::NotRelaying);
             return StoreStatus::Refused;
         }
-        // 5. Room.
-        if let Err(reason) = self.make_room(&envelope) {
+        // 5. Room, within the sender's and the source network's share.
+        let source = prefix(&from.addr, self.config.loopback);
+        if let Err(reason) = self.make_room(ctx, &envelope, source) {
             self.count(reason);
             return StoreStatus::Busy;
         }
@@ -822,11 +888,20 @@ impl Relay {
                 envelope,
                 route,
                 own: false,
+                source,
             },
         );
         self.touch(Table::Held, id);
         self.note_holder(ctx, id, from);
-        self.attempt(ctx, RouteKey { id, ack: false });
+        let key = RouteKey { id, ack: false };
+        if ctx.peers.verified(&from) {
+            self.attempt(ctx, key);
+        } else {
+            // From a source that has not proven its address: no instant
+            // fan-out to third parties (it could be spoofed); the first
+            // attempt comes after the usual backoff.
+            self.schedule_attempt(ctx.now, key);
+        }
         StoreStatus::Held
     }
 
@@ -849,19 +924,35 @@ impl Relay {
         }
     }
 
-    /// Make room for `e` under the quota and caps of §16.10, evicting held
-    /// messages for recipients farther from us than `e`'s.
-    fn make_room(&mut self, e: &Envelope) -> Result<(), DropReason> {
+    /// Make room for `e`, which came from network `source`, under the
+    /// quotas and caps of §16.10: per sender, per source network (count
+    /// and stored bytes per second), then the totals, making room by
+    /// evicting from the source that holds the most here, never from a
+    /// smaller one than the newcomer's.
+    fn make_room(
+        &mut self,
+        ctx: &Ctx,
+        e: &Envelope,
+        source: Option<Prefix>,
+    ) -> Result<(), DropReason> {
         if self.held.count_from(&e.sender()) >= self.config.max_held_per_sender {
             return Err(DropReason::SenderQuota);
         }
         let size = e.body().len();
-        let mine = e.recipient().distance(&self.me);
+        if let Some(p) = source {
+            if self.held.count_from_source(&source) >= self.config.max_held_per_source {
+                return Err(DropReason::SourceQuota);
+            }
+            if !self.stored_bytes.take(p, size as f64, ctx.now) {
+                return Err(DropReason::SourceRate);
+            }
+        }
+        let mine = self.held.count_from_source(&source);
         while self.held.len() >= self.config.max_held
             || self.held.bytes() + size > self.config.max_held_bytes
         {
-            match self.held.farthest() {
-                Some((d, victim)) if d > mine => {
+            match self.held.largest_source() {
+                Some((victim_source, n, victim)) if victim_source != source && n > mine + 1 => {
                     self.count(DropReason::EvictedHeld);
                     self.unhold(&victim);
                 }
@@ -892,6 +983,11 @@ impl Relay {
         if self.inbox.contains(&id) {
             return StoreStatus::Delivered(Box::new(ack));
         }
+        if envelope.created_at_ms() <= self.replay_floor_ms {
+            // Older than ids we had to forget: taken for one already shown.
+            self.count(DropReason::Replayed);
+            return StoreStatus::Delivered(Box::new(ack));
+        }
         if self.inbox.unshown_len() >= self.config.max_unshown {
             self.refused_for_room = true;
             self.count(DropReason::InboxFull);
@@ -910,8 +1006,17 @@ impl Relay {
             },
         );
         self.write_inbox(&id, Some(&envelope));
-        for gone in self.inbox.trim(self.config.max_inbox) {
-            self.write_inbox(&gone, None);
+        let forgotten = self.inbox.trim(self.config.max_inbox);
+        for (gone, created_at_ms) in &forgotten {
+            self.write_inbox(gone, None);
+            self.replay_floor_ms = self.replay_floor_ms.max(*created_at_ms);
+        }
+        if !forgotten.is_empty() {
+            self.eager.push(Op::Put(
+                Table::Meta,
+                REPLAY_FLOOR_KEY.to_vec(),
+                self.replay_floor_ms.to_be_bytes().to_vec(),
+            ));
         }
         self.keep_tombstone(ctx, ack);
         // The sender itself, verified, learns of delivery from our answer;
@@ -1067,21 +1172,50 @@ impl Relay {
                 return true;
             }
         }
-        let genuine = match self
+        let known = self
             .held
             .get(&ack.id)
             .map(|h| &h.envelope)
-            .or_else(|| self.outbox.get(&ack.id).map(|o| &o.envelope))
-        {
-            Some(e) => ack.matches(e),
-            // Without the message only the signature can be checked; an
-            // ack claiming a longer life than any message may have is bogus.
-            None => {
+            .or_else(|| self.outbox.get(&ack.id).map(|o| &o.envelope));
+        let genuine = match (known, self.gone.get(&ack.id)) {
+            (Some(e), _) => Some(ack.matches(e)),
+            // A message we held: its recipient and sender are remembered.
+            (None, Some((recipient, sender))) => {
+                Some(ack.recipient() == *recipient && ack.sender == *sender && ack.verify())
+            }
+            // Never seen: only the signature can be checked, and an ack
+            // claiming a longer life than any message may have is bogus.
+            (None, None) => {
                 let longest = ctx.wall_ms.saturating_add(
                     (self.config.max_ttl + self.config.clock_skew).as_millis() as u64,
                 );
-                ack.expires_at_ms <= longest && ack.verify()
+                if ack.expires_at_ms <= longest && ack.verify() {
+                    None
+                } else {
+                    Some(false)
+                }
             }
+        };
+        let Some(genuine) = genuine else {
+            // Not ours to keep (no tombstone: strangers cannot fill them),
+            // but an ack on its way to its sender is carried on if a
+            // verified contact hands it to us, once.
+            let trusted = peer.is_some_and(|p| ctx.peers.verified(&p));
+            if hops_left > 0 && trusted && !self.routed.contains(&ack.id) {
+                let cap = self.config.max_tombstones;
+                self.routed.insert(
+                    ack.id,
+                    (),
+                    ack.expires_at_ms.min(
+                        ctx.wall_ms
+                            .saturating_add(self.config.max_ttl.as_millis() as u64),
+                    ),
+                    cap,
+                );
+                self.route_ack(ctx, ack, hops_left, false);
+            }
+            self.ack_holder(&ack.id, peer);
+            return true;
         };
         if !genuine {
             self.count(DropReason::ForgedAck);
@@ -1159,7 +1293,11 @@ impl Relay {
     /// Our `Store` of `id` to `peer` failed (or could not be sent, `unsent`).
     pub fn store_failed(&mut self, peer: &Address, id: MessageId, unsent: bool) {
         if let Some(h) = self.held.get_mut(&id) {
-            h.route.untry(peer, unsent);
+            if unsent {
+                h.route.untry(peer, true);
+            } else {
+                h.route.failed(peer);
+            }
         }
         self.first_round_step(id, peer);
     }
@@ -1189,7 +1327,11 @@ impl Relay {
     /// Our `Acknowledge` of `id` to `peer` failed (or was not sent).
     pub fn ack_failed(&mut self, peer: &Address, id: MessageId, unsent: bool) {
         if let Some(a) = self.acks.get_mut(&id) {
-            a.route.untry(peer, unsent);
+            if unsent {
+                a.route.untry(peer, true);
+            } else {
+                a.route.failed(peer);
+            }
         }
     }
 
@@ -1242,19 +1384,21 @@ impl Relay {
     fn forget_tries(&mut self, peer: &Address) {
         for id in self.held.for_recipient(peer) {
             if let Some(h) = self.held.get_mut(&id) {
-                h.route.untry(peer, false);
+                h.route.forget(peer);
             }
         }
         for id in self.acks.for_sender(peer) {
             if let Some(a) = self.acks.get_mut(&id) {
-                a.route.untry(peer, false);
+                a.route.forget(peer);
             }
         }
     }
 
-    /// Answer a `Pull` from `contact`: how many messages and acks we hold
-    /// for it; if it is in our table at that endpoint, push them now.
-    pub fn on_pull(&mut self, ctx: &Ctx, contact: Contact) -> u32 {
+    /// Answer a `Pull` from `contact`. Returns the count to report, and
+    /// whether we hold anything for it at all. Only a requester verified
+    /// at that endpoint learns the count (anyone else could learn who gets
+    /// mail); if it is in our table there, what we hold is pushed now.
+    pub fn on_pull(&mut self, ctx: &Ctx, contact: Contact) -> (u32, bool) {
         let count = self.held.count_for(&contact.id) + self.acks.count_for(&contact.id);
         if count > 0 && ctx.peers.in_table(&contact) {
             // Clear earlier attempts so they are retried now.
@@ -1262,7 +1406,12 @@ impl Relay {
         }
         // Otherwise the node's verification runs first; once the contact
         // enters the table it gets the messages.
-        u32::try_from(count).unwrap_or(u32::MAX)
+        let reported = if ctx.peers.verified(&contact) {
+            count
+        } else {
+            0
+        };
+        (u32::try_from(reported).unwrap_or(u32::MAX), count > 0)
     }
 
     /// Ask `near` (our closest contacts) for what they hold for us.
@@ -1273,6 +1422,7 @@ impl Relay {
                 body: Body::Pull,
                 challenge: false,
                 purpose: RelayRequest::Pull,
+                own: true,
             });
         }
     }

@@ -12,6 +12,10 @@ use crate::wire::Contact;
 /// The unlimited distance bound.
 pub(crate) const ANYWHERE: Distance = Distance([0xff; 20]);
 
+/// Unanswered transmissions to one peer after which it is not tried again
+/// with this message (until it reappears or pulls).
+pub(crate) const MAX_PEER_FAILURES: u8 = 2;
+
 /// Route state of one held message (towards its recipient) or one routed
 /// ack (towards the message's sender).
 #[derive(Clone, Debug)]
@@ -28,8 +32,12 @@ pub(crate) struct Route {
     pub(crate) next_attempt: Option<Instant>,
     /// Peers that confirmed holding a copy (or sent us one), and where.
     pub(crate) holders: BTreeMap<Address, SocketAddr>,
-    /// Peers sent a copy whose answer is pending, or that refused it.
+    /// Peers sent a copy whose answer is pending, or that refused it, or
+    /// that failed to answer too often.
     pub(crate) tried: BTreeMap<Address, SocketAddr>,
+    /// Unanswered transmissions per peer: after `MAX_PEER_FAILURES` a peer
+    /// is not tried again, so silent peers cannot drain the budget.
+    pub(crate) failures: BTreeMap<Address, u8>,
     /// Copies go only to nodes nearer `target` than this (or to the target).
     pub(crate) bound: Distance,
 }
@@ -50,6 +58,7 @@ impl Route {
             next_attempt: None,
             holders: BTreeMap::new(),
             tried: BTreeMap::new(),
+            failures: BTreeMap::new(),
             bound,
         }
     }
@@ -60,8 +69,9 @@ impl Route {
     }
 
     /// Choose from `candidates` the peers to send a copy to now (protocol.md
-    /// §16.3), spending one unit of budget on each and marking it tried.
-    /// Returns each with the `hops_left` its copy carries.
+    /// §16.3), spending one unit of budget on each (the target itself is
+    /// free: handing over is the point) and marking it tried. Returns each
+    /// with the `hops_left` its copy carries.
     pub(crate) fn pick(&mut self, me: &Address, candidates: &[Contact]) -> Vec<(Contact, u32)> {
         let mut out = Vec::new();
         for c in candidates {
@@ -70,10 +80,12 @@ impl Route {
             if c.id == *me || self.knows(&c.id) || (self.hops_left == 0 && !is_target) || !inside {
                 continue;
             }
-            if self.budget == 0 {
-                break;
+            if !is_target {
+                if self.budget == 0 {
+                    continue;
+                }
+                self.budget -= 1;
             }
-            self.budget -= 1;
             self.tried.insert(c.id, c.addr);
             let hops = if is_target {
                 0
@@ -88,9 +100,26 @@ impl Route {
     /// Forget that `peer` was tried, so a later attempt may try it again;
     /// with `refund`, the transmission did not count against the budget.
     pub(crate) fn untry(&mut self, peer: &Address, refund: bool) {
-        if self.tried.remove(peer).is_some() && refund {
+        if self.tried.remove(peer).is_some() && refund && *peer != self.target {
             self.budget = self.budget.saturating_add(1);
         }
+    }
+
+    /// A transmission to `peer` went unanswered: try it again later, but
+    /// not after `MAX_PEER_FAILURES` of them.
+    pub(crate) fn failed(&mut self, peer: &Address) {
+        let n = self.failures.entry(*peer).or_insert(0);
+        *n = n.saturating_add(1);
+        if *n < MAX_PEER_FAILURES {
+            self.tried.remove(peer);
+        }
+    }
+
+    /// Start over with `peer`: it reappeared (moved, or asked for its
+    /// messages), so earlier attempts and failures no longer say anything.
+    pub(crate) fn forget(&mut self, peer: &Address) {
+        self.tried.remove(peer);
+        self.failures.remove(peer);
     }
 
     /// Record `peer` as holding a copy, within `cap` tracked peers.

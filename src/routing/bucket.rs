@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::prefix::{prefix, LoopbackPrefixes};
 use crate::address::Address;
 use crate::wire::Contact;
 
@@ -101,14 +102,20 @@ impl Bucket {
     /// Remove entry `i` and fill the slot from the pending candidate or the
     /// newest replacement that still respects the prefix limit. Returns
     /// whether the slot was filled.
-    pub(crate) fn evict_at(&mut self, i: usize, now: Instant, max_per_prefix: usize) -> bool {
+    pub(crate) fn evict_at(
+        &mut self,
+        i: usize,
+        now: Instant,
+        max_per_prefix: usize,
+        loopback: LoopbackPrefixes,
+    ) -> bool {
         self.entries.remove(i);
-        let fits = |entries: &[Entry], c: &Contact| match super::prefix(&c.addr) {
+        let fits = |entries: &[Entry], c: &Contact| match prefix(&c.addr, loopback) {
             None => true,
             Some(p) => {
                 entries
                     .iter()
-                    .filter(|e| super::prefix(&e.contact.addr) == Some(p))
+                    .filter(|e| prefix(&e.contact.addr, loopback) == Some(p))
                     .count()
                     < max_per_prefix
             }

@@ -4,11 +4,13 @@
 //! inserted; the node enforces that before calling [`RoutingTable::insert`].
 
 mod bucket;
+pub mod prefix;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use bucket::{Bucket, Entry, Pending};
+pub use prefix::{prefix, LoopbackPrefixes, Prefix};
 
 use crate::address::{Address, ADDRESS_BITS};
 use crate::wire::Contact;
@@ -50,6 +52,8 @@ pub struct TablePolicy {
     pub contact_fresh: Duration,
     /// Liveness checks per second (and burst), table-wide.
     pub liveness_checks_per_sec: u32,
+    /// How loopback endpoints count for the prefix limit.
+    pub loopback: LoopbackPrefixes,
 }
 
 impl TablePolicy {
@@ -61,6 +65,7 @@ impl TablePolicy {
             max_per_prefix: c.max_per_prefix,
             contact_fresh: c.contact_fresh,
             liveness_checks_per_sec: c.liveness_checks_per_sec,
+            loopback: c.loopback,
         }
     }
 }
@@ -98,22 +103,6 @@ pub struct RoutingTable {
     checks: CheckRate,
 }
 
-/// The network prefix used for the per-bucket sybil limit: /24 for IPv4,
-/// /48 for IPv6; loopback addresses are exempt (`None`).
-pub(crate) fn prefix(addr: &SocketAddr) -> Option<[u8; 6]> {
-    match addr.ip() {
-        IpAddr::V4(v4) if !v4.is_loopback() => {
-            let o = v4.octets();
-            Some([4, o[0], o[1], o[2], 0, 0])
-        }
-        IpAddr::V6(v6) if !v6.is_loopback() => {
-            let o = v6.octets();
-            Some([o[0], o[1], o[2], o[3], o[4], o[5]])
-        }
-        _ => None,
-    }
-}
-
 impl RoutingTable {
     /// An empty table for node `me`.
     pub fn new(me: Address, policy: TablePolicy, now: Instant) -> Self {
@@ -131,15 +120,25 @@ impl RoutingTable {
     }
 
     fn prefix_full(&self, index: usize, addr: &SocketAddr, except: Option<&Address>) -> bool {
-        let Some(p) = prefix(addr) else {
+        let lo = self.policy.loopback;
+        let Some(p) = prefix(addr, lo) else {
             return false;
         };
         let same = self.buckets[index]
             .entries
             .iter()
-            .filter(|e| Some(&e.contact.id) != except && prefix(&e.contact.addr) == Some(p))
+            .filter(|e| Some(&e.contact.id) != except && prefix(&e.contact.addr, lo) == Some(p))
             .count();
         same >= self.policy.max_per_prefix
+    }
+
+    /// Whether another identity than `id` is in the table at `addr`: one
+    /// endpoint is one node, so a host cannot pose as many.
+    fn endpoint_taken(&self, id: &Address, addr: &SocketAddr) -> bool {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .any(|e| e.contact.addr == *addr && e.contact.id != *id)
     }
 
     /// Whether a verified `contact` would be placed or would set off a
@@ -154,7 +153,9 @@ impl RoutingTable {
             // Known, at another endpoint: it may have moved.
             return true;
         }
-        if self.prefix_full(index, &contact.addr, None) {
+        if self.prefix_full(index, &contact.addr, None)
+            || self.endpoint_taken(&contact.id, &contact.addr)
+        {
             return false;
         }
         if bucket.entries.len() < self.policy.k {
@@ -200,7 +201,10 @@ impl RoutingTable {
             let bucket = &self.buckets[index];
             let old = bucket.entries[i].contact.addr;
             let moved = old != contact.addr;
-            if moved && self.prefix_full(index, &contact.addr, Some(&contact.id)) {
+            if moved
+                && (self.prefix_full(index, &contact.addr, Some(&contact.id))
+                    || self.endpoint_taken(&contact.id, &contact.addr))
+            {
                 return Insert::Rejected;
             }
             let bucket = &mut self.buckets[index];
@@ -208,7 +212,9 @@ impl RoutingTable {
             bucket.touch_at(i, now);
             return Insert::Updated { moved };
         }
-        if self.prefix_full(index, &contact.addr, None) {
+        if self.prefix_full(index, &contact.addr, None)
+            || self.endpoint_taken(&contact.id, &contact.addr)
+        {
             return Insert::Rejected;
         }
         let (k, cap, fresh) = (
@@ -274,7 +280,7 @@ impl RoutingTable {
         match bucket.position(oldest) {
             Some(i) if !alive => {
                 bucket.pending = Some(pending);
-                if !bucket.evict_at(i, now, max_prefix) {
+                if !bucket.evict_at(i, now, max_prefix, self.policy.loopback) {
                     self.len -= 1;
                 }
             }
@@ -310,7 +316,7 @@ impl RoutingTable {
             return None;
         }
         let removed = bucket.entries[i].contact;
-        if !bucket.evict_at(i, now, self.policy.max_per_prefix) {
+        if !bucket.evict_at(i, now, self.policy.max_per_prefix, self.policy.loopback) {
             self.len -= 1;
         }
         Some(removed)
@@ -376,6 +382,7 @@ mod tests {
             max_per_prefix,
             contact_fresh: Duration::ZERO,
             liveness_checks_per_sec: 100,
+            loopback: LoopbackPrefixes::Exempt,
         }
     }
 
@@ -515,6 +522,35 @@ mod tests {
             c.addr = SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(i)));
             assert_eq!(t.insert(c, now), Insert::Added);
         }
+    }
+
+    #[test]
+    fn one_endpoint_is_one_identity_and_loopback_can_be_strict() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(Address([0; 20]), policy(8, 2), now);
+        let a = contact(0x80, 1, 1);
+        let mut b = contact(0x40, 1, 1);
+        b.addr = a.addr;
+        assert_eq!(t.insert(a, now), Insert::Added);
+        assert_eq!(t.insert(b, now), Insert::Rejected, "same endpoint");
+        let strict = TablePolicy {
+            loopback: LoopbackPrefixes::PerPort,
+            ..policy(8, 1)
+        };
+        let mut t = RoutingTable::new(Address([0; 20]), strict, now);
+        let on = |first: u8, port: u16| Contact {
+            id: contact(first, port as u8, 0).id,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        assert_eq!(t.insert(on(0x80, 1), now), Insert::Added);
+        assert_eq!(t.insert(on(0x81, 2), now), Insert::Added, "another port");
+        let mut same_port = on(0x82, 3);
+        same_port.addr = SocketAddr::from(([127, 0, 0, 2], 1));
+        assert_eq!(
+            t.insert(same_port, now),
+            Insert::Rejected,
+            "port 1's network"
+        );
     }
 
     #[test]

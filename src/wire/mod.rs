@@ -290,6 +290,45 @@ pub fn encode(packet: &Packet) -> Bytes {
     Bytes::from(packet_to_proto(packet).encode_to_vec())
 }
 
+/// Encode a request padded to at least `min_len` bytes (never past
+/// [`MAX_DATAGRAM`]), so that a responder that has not verified us may
+/// answer it in full (protocol.md §13, amplification).
+pub fn encode_padded(packet: &Packet, min_len: usize) -> Bytes {
+    let mut raw = packet_to_proto(packet);
+    let target = min_len.min(MAX_DATAGRAM);
+    let bare = raw.encoded_len();
+    if bare < target {
+        // The field's tag and length cost 2 or 3 bytes: aim, then correct.
+        let mut n = target.saturating_sub(bare + 2);
+        for _ in 0..3 {
+            raw.padding = Bytes::from(vec![0u8; n]);
+            let len = raw.encoded_len();
+            if len == target {
+                break;
+            }
+            n = if len < target {
+                n + (target - len)
+            } else {
+                n.saturating_sub(len - target)
+            };
+        }
+        if raw.encoded_len() < target {
+            raw.padding = Bytes::from(vec![0u8; n + 1]);
+        }
+    }
+    Bytes::from(raw.encode_to_vec())
+}
+
+/// Size `FindNode` requests are padded to: a `Nodes` answer with proof (522
+/// bytes at most) and a challenge back (100) are under 3 times it, so a
+/// responder that has not verified the requester can still answer in full
+/// and challenge it.
+pub const PADDED_REQUEST: usize = 210;
+
+/// Size bootstrap `Ping`s are padded to: the `Pong` with proof (148 bytes)
+/// and the challenge the responder sends back (53) are under 3 times it.
+pub const PADDED_PING: usize = 100;
+
 fn address(field: &'static str, bytes: &[u8]) -> Result<Address, WireError> {
     Address::try_from(bytes).map_err(|len| WireError::IdLength { field, len })
 }
@@ -603,6 +642,7 @@ fn packet_to_proto(p: &Packet) -> proto::Packet {
             public_key: Bytes::copy_from_slice(proof.key.as_bytes()),
             signature: Bytes::copy_from_slice(&proof.signature.to_bytes()),
         }),
+        padding: Bytes::new(),
         body: Some(body),
     }
 }
@@ -701,6 +741,34 @@ mod tests {
     }
 
     #[test]
+    fn padding_reaches_the_size_asked_and_is_ignored() {
+        let id = Identity::from_seed([3; 32]);
+        let p = Packet {
+            sender: id.address(),
+            txid: 9,
+            challenge: Some([1; 16]),
+            proof: None,
+            body: Body::FindNode {
+                target: Address([2; 20]),
+            },
+        };
+        for min in [0, 100, 129, 130, 131, PADDED_REQUEST, 300] {
+            let bytes = encode_padded(&p, min);
+            assert!(
+                bytes.len() >= min.min(MAX_DATAGRAM),
+                "{min}: {}",
+                bytes.len()
+            );
+            assert!(
+                bytes.len() <= min.max(encode(&p).len()) + 1,
+                "{min}: {}",
+                bytes.len()
+            );
+            assert_eq!(decode(&bytes), Ok(p.clone()));
+        }
+    }
+
+    #[test]
     fn rejects_before_decoding_when_oversize() {
         assert_eq!(decode(&[]), Err(WireError::Empty));
         let big = vec![0u8; MAX_DATAGRAM + 1];
@@ -732,6 +800,7 @@ mod tests {
             txid: 1,
             challenge: Bytes::new(),
             proof: None,
+            padding: Bytes::new(),
             body: Some(proto::packet::Body::Ping(proto::Ping {})),
         };
         assert_eq!(

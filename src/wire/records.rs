@@ -15,6 +15,7 @@ use prost::Message;
 use super::{ack_to_proto, contact_to_proto, envelope_to_proto, proto, Contact};
 use crate::address::Distance;
 use crate::message::{Ack, Envelope, MessageId};
+use crate::routing::Prefix;
 
 /// Which collection a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,6 +116,8 @@ pub struct HeldRecord {
     pub budget: u32,
     /// Copies go only to nodes nearer the recipient than this.
     pub bound: Distance,
+    /// The network prefix it came from, if recorded.
+    pub source: Option<Prefix>,
 }
 
 /// A routed ack as stored.
@@ -235,6 +238,10 @@ impl HeldRecord {
             hops_left: self.hops_left,
             budget: self.budget,
             bound: Bytes::copy_from_slice(&self.bound.0),
+            source: self
+                .source
+                .map(|p| Bytes::copy_from_slice(&p.to_bytes()))
+                .unwrap_or_default(),
         }
         .encode_to_vec()
     }
@@ -249,6 +256,9 @@ impl HeldRecord {
             hops_left: r.hops_left,
             budget: r.budget,
             bound: distance(&r.bound)?,
+            source: <[u8; 8]>::try_from(&r.source[..])
+                .ok()
+                .map(Prefix::from_bytes),
         })
     }
 }
@@ -425,6 +435,7 @@ mod tests {
             hops_left: 3,
             budget: 7,
             bound: Distance([9; 20]),
+            source: Some(Prefix::from_bytes([4, 10, 0, 0, 0, 0, 0, 0])),
         };
         assert_eq!(
             HeldRecord::decode(&key(&id), &held.encode()),
