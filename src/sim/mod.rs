@@ -58,7 +58,24 @@ pub struct SimStats {
     pub unreachable: u64,
 }
 
+/// How a simulated node behaves on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Behaviour {
+    /// It runs the protocol as written.
+    #[default]
+    Honest,
+    /// An attacker: it answers as the protocol says (so it looks alive and
+    /// takes copies: "held"), but never passes a message or an ack on; it
+    /// answers every lookup with attackers only (an eclipse attempt); it
+    /// answers every copy it is handed with a forged ack to whoever handed
+    /// it, and can replay it to its recipient later.
+    Attacker,
+}
+
 struct SimNode {
+    behaviour: Behaviour,
+    /// Copies an attacker took, to replay later.
+    loot: Vec<crate::message::Envelope>,
     node: Node,
     addr: SocketAddr,
     online: bool,
@@ -194,6 +211,8 @@ impl Sim {
         let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
         self.by_addr.insert(addr, i);
         self.nodes.push(SimNode {
+            behaviour: Behaviour::Honest,
+            loot: Vec::new(),
             node,
             addr,
             online: true,
@@ -288,6 +307,134 @@ impl Sim {
         }
     }
 
+    /// Make node `i` behave as `b` from now on.
+    pub fn set_behaviour(&mut self, i: usize, b: Behaviour) {
+        self.nodes[i].behaviour = b;
+    }
+
+    /// Whether node `i` is an attacker.
+    pub fn is_attacker(&self, i: usize) -> bool {
+        self.nodes[i].behaviour == Behaviour::Attacker
+    }
+
+    /// Every attacker replays the copies it took to their recipients (as
+    /// if sent by itself). Returns how many datagrams that was.
+    pub fn replay_loot(&mut self) -> usize {
+        let mut sent = 0;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].behaviour != Behaviour::Attacker || !self.nodes[i].online {
+                continue;
+            }
+            let loot = self.nodes[i].loot.clone();
+            let from = self.nodes[i].addr;
+            let sender = self.nodes[i].node.address();
+            for e in loot {
+                let to = e.recipient();
+                let Some(j) = self.index_of(&to) else {
+                    continue;
+                };
+                let bytes = crate::wire::encode(&crate::wire::Packet {
+                    sender,
+                    txid: self.rng.gen(),
+                    challenge: None,
+                    proof: None,
+                    body: crate::wire::Body::Store {
+                        envelope: Box::new(e),
+                        hops_left: 0,
+                    },
+                });
+                let at = self.now + self.latency(i, j);
+                self.schedule(
+                    at,
+                    Action::Deliver {
+                        to: j,
+                        from,
+                        payload: bytes,
+                    },
+                );
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    fn index_of(&self, address: &Address) -> Option<usize> {
+        self.nodes.iter().position(|n| n.node.address() == *address)
+    }
+
+    /// What an attacker does to a datagram it is about to send: `None`
+    /// drops it.
+    fn tamper(&mut self, i: usize, payload: Bytes) -> Option<Bytes> {
+        use crate::wire::{decode, encode, Body, Contact};
+        let Ok(mut p) = decode(&payload) else {
+            return Some(payload);
+        };
+        match &mut p.body {
+            // Never pass anything on, never purge.
+            Body::Store { .. } | Body::Acknowledge { .. } => None,
+            // Only attackers are worth knowing (the proof signs the
+            // challenge, not the answer, so it stays valid).
+            Body::Nodes { contacts } if !contacts.is_empty() => {
+                let near = contacts[0].id;
+                let k = contacts.len();
+                let mut others: Vec<Contact> = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, n)| *j != i && n.behaviour == Behaviour::Attacker)
+                    .map(|(_, n)| Contact {
+                        id: n.node.address(),
+                        addr: n.addr,
+                    })
+                    .collect();
+                others.sort_by_key(|c| c.id.distance(&near));
+                others.truncate(k);
+                *contacts = others;
+                Some(encode(&p))
+            }
+            _ => Some(payload),
+        }
+    }
+
+    /// What an attacker does with a datagram it receives: keeps a copy of
+    /// every message handed to it and answers the bearer with a forged ack.
+    fn plunder(&mut self, i: usize, from: SocketAddr, payload: &[u8]) {
+        use crate::message::Ack;
+        use crate::wire::{decode, encode, Body, Packet};
+        let Ok(p) = decode(payload) else {
+            return;
+        };
+        let Body::Store { envelope, .. } = p.body else {
+            return;
+        };
+        let forged = Ack::sign(&self.nodes[i].identity, &envelope);
+        if self.nodes[i].loot.len() < 10_000 {
+            self.nodes[i].loot.push(*envelope);
+        }
+        let bytes = encode(&Packet {
+            sender: self.nodes[i].node.address(),
+            txid: self.rng.gen(),
+            challenge: None,
+            proof: None,
+            body: Body::Acknowledge {
+                ack: Box::new(forged),
+                hops_left: 4,
+            },
+        });
+        if let Some(&j) = self.by_addr.get(&from) {
+            let at = self.now + self.latency(i, j);
+            let me = self.nodes[i].addr;
+            self.schedule(
+                at,
+                Action::Deliver {
+                    to: j,
+                    from: me,
+                    payload: bytes,
+                },
+            );
+        }
+    }
+
     /// Indices of online nodes holding message `id`.
     pub fn holders(&self, id: &crate::message::MessageId) -> Vec<usize> {
         self.nodes
@@ -343,6 +490,15 @@ impl Sim {
                 self.stats.lost += 1;
                 continue;
             }
+            let payload = if self.nodes[i].behaviour == Behaviour::Attacker {
+                match self.tamper(i, t.payload) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            } else {
+                t.payload
+            };
+            let t = crate::node::Transmit { to: t.to, payload };
             let at = self.now + self.latency(i, to);
             let from = self.nodes[i].addr;
             self.schedule(
@@ -387,6 +543,9 @@ impl Sim {
                     return true;
                 }
                 self.stats.delivered += 1;
+                if self.nodes[to].behaviour == Behaviour::Attacker {
+                    self.plunder(to, from, &payload);
+                }
                 let (now, wall) = (self.now, self.wall());
                 self.nodes[to]
                     .node

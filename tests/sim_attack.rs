@@ -1,0 +1,115 @@
+//! Delivery with 10% of the network attacking (simulator): attackers take
+//! copies and never pass them on, answer lookups with each other only,
+//! answer every copy handed to them with a forged ack, and replay what they
+//! took. Honest messages still arrive, once, and no forged ack purges one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use comm::drops::DropReason;
+use comm::message::MessageId;
+use comm::node::Event;
+use comm::sim::{Behaviour, Sim, SimConfig};
+use comm::Config;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const NODES: usize = 300;
+const MESSAGES: usize = 100;
+
+#[test]
+fn honest_messages_arrive_with_a_tenth_of_the_network_attacking() {
+    let config = Config::default();
+    let mut sim = Sim::new(SimConfig {
+        seed: 8,
+        ..SimConfig::default()
+    });
+    sim.grow(
+        NODES,
+        &config,
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    sim.take_events();
+    let mut rng = StdRng::seed_from_u64(3);
+    // A tenth of the nodes turn.
+    let mut attackers = BTreeSet::new();
+    while attackers.len() < NODES / 10 {
+        let i = rng.gen_range(1..NODES);
+        if attackers.insert(i) {
+            sim.set_behaviour(i, Behaviour::Attacker);
+        }
+    }
+    let honest: Vec<usize> = (0..NODES).filter(|i| !attackers.contains(i)).collect();
+    // Half the recipients are away when their message is sent.
+    let mut sent: BTreeMap<MessageId, (usize, usize)> = BTreeMap::new();
+    let mut away = BTreeSet::new();
+    for _ in 0..MESSAGES {
+        let from = honest[rng.gen_range(0..honest.len())];
+        let mut to = honest[rng.gen_range(0..honest.len())];
+        while to == from {
+            to = honest[rng.gen_range(0..honest.len())];
+        }
+        if rng.gen_bool(0.5) && !away.contains(&from) {
+            away.insert(to);
+            sim.set_online(to, false);
+        }
+        let address = sim.node(to).address();
+        let id = sim
+            .with_node(from, |n, now, wall| {
+                n.send(now, wall, address, Bytes::from_static(b"hello"))
+            })
+            .expect("send");
+        sent.insert(id, (from, to));
+        sim.run_for(Duration::from_secs(10));
+    }
+    // An hour later those who were away come back, joining through a
+    // random honest node.
+    sim.run_for(Duration::from_secs(3600));
+    for &r in &away {
+        sim.set_online(r, true);
+        let via = honest[rng.gen_range(0..honest.len())];
+        sim.bootstrap(r, &[via]);
+    }
+    sim.run_for(Duration::from_secs(2 * 3600));
+    // Then the attackers replay everything they took.
+    let replays = sim.replay_loot();
+    sim.run_for(Duration::from_secs(600));
+
+    let events = sim.take_events();
+    let mut shown: BTreeMap<(usize, MessageId), usize> = BTreeMap::new();
+    let mut delivered = BTreeSet::new();
+    for (n, e) in &events {
+        match e {
+            Event::MessageReceived { id, .. } => *shown.entry((*n, *id)).or_insert(0) += 1,
+            Event::Delivered { id, .. } => {
+                delivered.insert(*id);
+            }
+            _ => {}
+        }
+    }
+    let arrived = sent
+        .iter()
+        .filter(|(id, (_, to))| shown.contains_key(&(*to, **id)))
+        .count();
+    let twice = shown.values().filter(|n| **n > 1).count();
+    let forged: u64 = honest
+        .iter()
+        .map(|&i| sim.node(i).stats().dropped(DropReason::ForgedAck))
+        .sum();
+    let most_held = (0..NODES).map(|i| sim.node(i).relay().held_count()).max();
+    println!(
+        "{NODES} nodes, {} attackers: {arrived}/{MESSAGES} arrived ({} of them to a recipient that was away), {}/{MESSAGES} reported delivered, {twice} shown twice, {forged} forged acks refused, {replays} replays sent, most held by one node {most_held:?}",
+        attackers.len(),
+        sent.values().filter(|(_, to)| away.contains(to)).count(),
+        delivered.len()
+    );
+    assert!(
+        arrived * 100 >= MESSAGES * 99,
+        "{arrived}/{MESSAGES} arrived"
+    );
+    assert_eq!(twice, 0, "a message was shown twice");
+    assert!(forged > 0, "the attackers did forge acks");
+    assert!(most_held.is_some_and(|m| m <= config.max_held));
+}
