@@ -5,6 +5,7 @@
 //! cargo run --example fuzz_corpus -- --node-records fuzz/corpus/node_datagrams
 //! cargo run --example fuzz_corpus -- --roundtrip fuzz/corpus/roundtrip
 //! cargo run --example fuzz_corpus -- --records fuzz/corpus/decode_record
+//! cargo run --example fuzz_corpus -- --identity-records fuzz/corpus/decode_identity_record
 //! ```
 //!
 //! Without a flag: one valid datagram of every body type per file. With
@@ -19,8 +20,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 use comm::identity::proof_message;
-use comm::message::{Ack, Envelope};
-use comm::wire::{encode, Body, Contact, Packet, Proof, StoreStatus};
+use comm::message::{Ack, Envelope, IdentityRecord};
+use comm::wire::{encode, encode_identity_record, Body, Contact, Packet, Proof, StoreStatus};
 use comm::Identity;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -85,6 +86,24 @@ fn eight_contacts() -> Vec<Contact> {
             addr: peer_addr(i),
         })
         .collect()
+}
+
+/// Peer `i`'s identity record, valid for a day from the fuzzers' epoch.
+fn identity_record(i: u8) -> IdentityRecord {
+    let t = comm::node::DEFAULT_EPOCH_MS;
+    IdentityRecord::sign(&peer(i), t, t + 86_400_000)
+}
+
+/// Identity records, as `decode_identity_record` reads them.
+fn identity_records() -> Vec<Seed> {
+    let good = identity_record(1);
+    let mut forged = identity_record(2);
+    forged.key = peer(3).public_key();
+    vec![
+        ("valid".into(), encode_identity_record(&good).to_vec()),
+        ("forged".into(), encode_identity_record(&forged).to_vec()),
+        ("empty".into(), Vec::new()),
+    ]
 }
 
 /// One valid datagram of every body type, by file stem.
@@ -227,6 +246,52 @@ fn datagrams() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("pull", packet(3, 18, false, Body::Pull)),
         ("pulled", packet(4, 19, false, Body::Pulled { count: 1 })),
+        (
+            "find_record",
+            packet(5, 20, true, Body::FindRecord { target }),
+        ),
+        (
+            "record",
+            packet(
+                5,
+                21,
+                true,
+                Body::Record {
+                    record: Some(Box::new(identity_record(6))),
+                    contacts: eight_contacts(),
+                    token: Some([3; 16]),
+                },
+            ),
+        ),
+        (
+            "record_none",
+            packet(
+                5,
+                22,
+                false,
+                Body::Record {
+                    record: None,
+                    contacts: vec![],
+                    token: None,
+                },
+            ),
+        ),
+        (
+            "put_record",
+            packet(
+                6,
+                23,
+                false,
+                Body::PutRecord {
+                    record: Box::new(identity_record(6)),
+                    token: [3; 16],
+                },
+            ),
+        ),
+        (
+            "record_stored",
+            packet(7, 24, false, Body::RecordStored { stored: true }),
+        ),
     ];
     packets
         .into_iter()
@@ -344,14 +409,18 @@ fn node_records() -> Res<Vec<Seed>> {
     // A message for the node itself while its disk fails and its front end
     // takes nothing; then both recover (records 3 and 4 of the framing).
     let me = Identity::from_seed([1; 32]).address();
-    let e = Envelope::sign(
+    let me_key = Identity::from_seed([1; 32]).public_key();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_seed([4; 32]);
+    let e = comm::crypto::sealed_envelope(
+        &mut rng,
         &peer(0),
-        me,
+        &me_key,
         comm::node::DEFAULT_EPOCH_MS,
         3600,
         4,
-        Bytes::from_static(b"for the node"),
-    );
+        b"for the node",
+    )?;
+    debug_assert_eq!(e.recipient(), me);
     let store = encode(&packet(
         0,
         9,
@@ -427,7 +496,7 @@ fn roundtrip_inputs() -> Vec<(&'static str, Vec<u8>)> {
 fn stored_records() -> Vec<Seed> {
     use comm::address::Distance;
     use comm::wire::records::{
-        encode_contacts, AckRecord, HeldRecord, InboxRecord, OutboxRecord, SentState,
+        encode_contacts, AckRecord, DraftRecord, HeldRecord, InboxRecord, OutboxRecord, SentState,
         TombstoneRecord,
     };
     let e = Envelope::sign(
@@ -497,6 +566,21 @@ fn stored_records() -> Vec<Seed> {
                 OutboxRecord {
                     envelope: e.clone(),
                     state: SentState::Sent,
+                    user_id: Some(comm::message::MessageId([7; 20])),
+                }
+                .encode(),
+            ),
+        ),
+        (
+            "draft".into(),
+            frame(
+                6,
+                &key,
+                DraftRecord {
+                    recipient: peer(2).address(),
+                    text: Bytes::from_static(b"waits for a key"),
+                    created_at_ms: comm::node::DEFAULT_EPOCH_MS,
+                    ttl_secs: 3600,
                 }
                 .encode(),
             ),
@@ -530,17 +614,19 @@ fn stored_records() -> Vec<Seed> {
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: fuzz_corpus [--node-records | --roundtrip | --records] OUT_DIR";
+    let usage = "usage: fuzz_corpus [--node-records | --roundtrip | --records | --identity-records] OUT_DIR";
     let (mode, dir) = match args.as_slice() {
         [dir] => ("datagrams", dir),
         [flag, dir] if flag == "--node-records" => ("node", dir),
         [flag, dir] if flag == "--roundtrip" => ("roundtrip", dir),
         [flag, dir] if flag == "--records" => ("records", dir),
+        [flag, dir] if flag == "--identity-records" => ("identity", dir),
         _ => return Err(usage.into()),
     };
     let files: Vec<Seed> = match mode {
         "node" => node_records()?,
         "records" => stored_records(),
+        "identity" => identity_records(),
         "roundtrip" => roundtrip_inputs()
             .into_iter()
             .map(|(n, b)| (n.to_string(), b))

@@ -52,6 +52,10 @@ pub const SETTABLE: &[&str] = &[
     "requests_burst",
     "stored_bytes_per_sec",
     "default_ttl_secs",
+    "refresh_check_secs",
+    "key_retry_secs",
+    "max_records",
+    "max_keys",
     "relay",
 ];
 
@@ -186,6 +190,30 @@ pub struct Config {
     pub requests_per_sec: u32,
     /// See `requests_per_sec`.
     pub requests_burst: u32,
+    /// Public keys remembered (to seal messages to their recipients).
+    /// Default 4096; the earliest learned is forgotten first.
+    pub max_keys: usize,
+    /// How long our own identity record may be kept. Default 7 days (a key
+    /// never changes for an address; expiry only lets stores forget).
+    pub record_ttl: Duration,
+    /// How often our record is published again at the k nodes closest to
+    /// us (they change with churn). Default 1 hour; sooner while fewer
+    /// than k nodes have confirmed keeping it and more are known.
+    pub record_republish: Duration,
+    /// Longest lifetime a record we keep for others may claim. Default 8
+    /// days (`record_ttl` plus a day of clock skew); longer ones are refused.
+    pub max_record_ttl: Duration,
+    /// Identity records kept for others. Default 4096; beyond it the record
+    /// of the address farthest from ours gives way (if the newcomer is nearer).
+    pub max_records: usize,
+    /// How often the secret behind write tokens changes. Default 5 minutes;
+    /// a token is good for this period and the next.
+    pub token_rotation: Duration,
+    /// First wait before looking again for a key that could not be found.
+    /// Default 30 s, doubling up to `key_retry_max` (10 minutes).
+    pub key_retry: Duration,
+    /// See `key_retry`.
+    pub key_retry_max: Duration,
     /// Acks being routed towards their senders. Default 4096; beyond it the
     /// one expiring soonest stops being routed (its tombstone stays).
     pub max_routed_acks: usize,
@@ -253,6 +281,14 @@ impl Default for Config {
             stored_bytes_per_sec: 64 << 10,
             requests_per_sec: 200,
             requests_burst: 2000,
+            max_keys: 4096,
+            record_ttl: Duration::from_secs(7 * 24 * 3600),
+            record_republish: Duration::from_secs(3600),
+            max_record_ttl: Duration::from_secs(8 * 24 * 3600),
+            max_records: 4096,
+            token_rotation: Duration::from_secs(300),
+            key_retry: Duration::from_secs(30),
+            key_retry_max: Duration::from_secs(600),
             max_routed_acks: 4096,
             max_tombstones: 16384,
             tombstone_margin: Duration::from_secs(3600),
@@ -287,6 +323,10 @@ impl Config {
             "requests_burst" => self.requests_burst = n32()?,
             "stored_bytes_per_sec" => self.stored_bytes_per_sec = n()?,
             "default_ttl_secs" => self.default_ttl = Duration::from_secs(n32()?.into()),
+            "refresh_check_secs" => self.refresh_check = Duration::from_secs(n32()?.into()),
+            "key_retry_secs" => self.key_retry = Duration::from_secs(n32()?.into()),
+            "max_records" => self.max_records = n()?,
+            "max_keys" => self.max_keys = n()?,
             "relay" => self.relay = value.parse().map_err(|_| bad())?,
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
@@ -314,6 +354,10 @@ impl Config {
             ("bootstrap_retry", self.bootstrap_retry),
             ("relay_backoff", self.relay_backoff),
             ("soft_timeout_min", self.soft_timeout_min),
+            ("record_ttl", self.record_ttl),
+            ("record_republish", self.record_republish),
+            ("token_rotation", self.token_rotation),
+            ("key_retry", self.key_retry),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));

@@ -11,6 +11,18 @@ use crate::lookup::LookupResult;
 use crate::message::MessageId;
 use crate::wire::Contact;
 
+/// Who this node is, for `/whoami` and the start banner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Me {
+    /// This node's address.
+    pub address: Address,
+    /// The bound UDP endpoint.
+    pub listen: SocketAddr,
+    /// Its public key: given to others, it lets them seal messages to this
+    /// node before its identity record can be found.
+    pub key: ed25519_dalek::VerifyingKey,
+}
+
 /// What the user asks of the running node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -20,6 +32,9 @@ pub enum Command {
     Send {
         /// Recipient.
         to: Address,
+        /// Its public key, if the user gave it (then the message is sealed
+        /// without looking the key up).
+        key: Option<Box<ed25519_dalek::VerifyingKey>>,
         /// The text.
         text: String,
     },
@@ -83,12 +98,7 @@ pub struct StatsReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// The socket is bound.
-    Ready {
-        /// This node's address.
-        address: Address,
-        /// The bound UDP endpoint.
-        listen: SocketAddr,
-    },
+    Ready(Me),
     /// Started without bootstrap addresses: this is the first node.
     Alone {
         /// The bound UDP endpoint others can join through.
@@ -112,6 +122,22 @@ pub enum Output {
     Lookup(LookupResult),
     /// Answer to `/peers`.
     Peers(Vec<PeerRow>),
+    /// Our message waits for its recipient's key.
+    Queued {
+        /// Message id.
+        id: MessageId,
+        /// Recipient.
+        to: Address,
+    },
+    /// No identity record was found for a recipient yet.
+    KeyNotFound {
+        /// Recipient.
+        to: Address,
+        /// Messages waiting for its key.
+        queued: usize,
+        /// Next try in.
+        retry_in: Duration,
+    },
     /// Our message's first copies are placed.
     Sent {
         /// Message id.
@@ -151,12 +177,7 @@ pub enum Output {
     /// Answer to `/stats`.
     Stats(StatsReport),
     /// Answer to `/whoami`.
-    WhoAmI {
-        /// This node's address.
-        address: Address,
-        /// The bound UDP endpoint.
-        listen: SocketAddr,
-    },
+    WhoAmI(Me),
     /// Answer to `/help`.
     Help,
     /// Information for the user that is neither an error nor an event.

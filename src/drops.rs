@@ -43,6 +43,12 @@ pub enum DropReason {
     BadStatus,
     /// A required nested message is missing.
     MissingField,
+    /// A write token that is not 16 bytes.
+    BadToken,
+    /// A `PutRecord` whose token is not the one we gave that endpoint.
+    WrongToken,
+    /// An identity record that fails its checks.
+    BadRecord,
     /// A packet claiming to come from our own address.
     OwnAddress,
     /// A response with no matching open request.
@@ -91,6 +97,10 @@ pub enum DropReason {
     /// An answer not sent: the requester has not proven its address and
     /// the answer would exceed 3 times what it sent (anti-amplification).
     Amplification,
+    /// A message for us whose body is not sealed to us for its envelope.
+    Undecryptable,
+    /// One of our drafts could not be sealed to its recipient's key.
+    CannotSeal,
     /// A message for us older than ids we had to forget: taken for a
     /// replay and not shown (its ack is still given).
     Replayed,
@@ -122,6 +132,9 @@ impl DropReason {
             BadTtl => "bad_ttl",
             BadStatus => "bad_status",
             MissingField => "missing_field",
+            BadToken => "bad_token",
+            WrongToken => "wrong_token",
+            BadRecord => "bad_record",
             OwnAddress => "own_address",
             Unsolicited => "unsolicited",
             WrongResponseType => "wrong_response_type",
@@ -145,6 +158,8 @@ impl DropReason {
             NotRelaying => "not_relaying",
             EvictedAck => "evicted_ack",
             Replayed => "replayed",
+            Undecryptable => "undecryptable",
+            CannotSeal => "cannot_seal",
             Amplification => "amplification",
             StoreError => "store_error",
             StoreCorrupt => "store_corrupt",

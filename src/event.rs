@@ -34,6 +34,24 @@ pub enum Event {
         /// What it found.
         result: LookupResult,
     },
+    /// Our message waits for its recipient's key (its identity record is
+    /// being looked for); it is sealed and sent as soon as the key is known.
+    MessageQueued {
+        /// The message (as the user knows it).
+        id: MessageId,
+        /// Its recipient.
+        to: Address,
+    },
+    /// No identity record was found for `to`: its messages stay queued
+    /// and the lookup is tried again in `retry_in`.
+    KeyNotFound {
+        /// The recipient whose key is missing.
+        to: Address,
+        /// Messages waiting for it.
+        queued: usize,
+        /// When the next lookup starts.
+        retry_in: Duration,
+    },
     /// Our message's first copies are placed: every first-round `Store`
     /// was answered, failed, or has gone unanswered past the soft timeout.
     MessageSent {

@@ -146,6 +146,12 @@ impl Identity {
     pub fn sign(&self, message: &[u8]) -> Signature {
         self.signing.sign(message)
     }
+
+    /// The X25519 secret that opens bodies sealed to this identity: the
+    /// Ed25519 secret scalar (see [`crate::crypto`]).
+    pub fn box_secret(&self) -> [u8; 32] {
+        self.signing.to_scalar_bytes()
+    }
 }
 
 /// Domain-separation prefix of the proof-of-key signature.

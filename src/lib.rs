@@ -12,6 +12,7 @@
 pub mod address;
 pub mod config;
 pub mod control;
+pub mod crypto;
 pub mod drops;
 pub mod event;
 pub mod identity;
@@ -19,6 +20,7 @@ pub mod limits;
 pub mod lookup;
 pub mod message;
 pub mod node;
+pub mod records;
 pub mod relay;
 pub mod repl;
 pub mod routing;

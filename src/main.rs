@@ -10,7 +10,7 @@ use clap::Parser;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
-use comm::control::Output;
+use comm::control::{Me, Output};
 use comm::identity::{Identity, KDF_ITERATIONS, KDF_MEMORY_KIB};
 use comm::repl::{self, Format};
 use comm::runtime;
@@ -190,7 +190,11 @@ fn start(cli: Cli) -> Result<(), String> {
             bootstrap.push(addr);
         }
     }
-    let me = (identity.address(), bound);
+    let me = Me {
+        address: identity.address(),
+        listen: bound,
+        key: identity.public_key(),
+    };
 
     let (command_tx, command_rx) = mpsc::channel(64);
     let (output_tx, output_rx) = mpsc::channel(runtime::OUTPUT_CHANNEL);

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::address::{Address, AddressError};
-use crate::control::{Command, Output, PeerRow, StatsReport};
+use crate::control::{Command, Me, Output, PeerRow, StatsReport};
 use crate::message::MessageId;
 use crate::store::shown::ShownLog;
 use crate::wire::Contact;
@@ -22,8 +22,11 @@ use crate::wire::Contact;
 /// Help text for `/help`.
 pub const HELP: &str = "\
 commands:
-  ADDRESS TEXT      send TEXT to the 40-hex-digit ADDRESS
-  /whoami           this node's address and listening endpoint
+  ADDRESS TEXT      send TEXT to the 40-hex-digit ADDRESS (sealed to its
+                    key, found in the network; queued until it is)
+  KEY TEXT          send TEXT to the owner of the 64-hex-digit public KEY
+                    (as /whoami shows it): sealed at once
+  /whoami           this node's address, public key and endpoint
   /peers            the routing table, bucket by bucket
   /lookup ADDRESS   find the k nodes closest to ADDRESS
   /stats            counters: contacts, datagrams, drops
@@ -39,6 +42,8 @@ pub enum Input {
     Send {
         /// Recipient.
         to: Address,
+        /// Its public key, if the user typed it instead of the address.
+        key: Option<ed25519_dalek::VerifyingKey>,
         /// Body.
         text: String,
     },
@@ -63,6 +68,9 @@ pub enum InputError {
     /// The address did not parse.
     #[error("{0}")]
     BadAddress(#[from] AddressError),
+    /// 64 hex digits that are not an Ed25519 public key.
+    #[error("that is not a valid public key (64 hex digits of an Ed25519 key)")]
+    BadKey,
     /// An address with nothing to send.
     #[error("nothing to send: type ADDRESS followed by the message")]
     EmptyMessage,
@@ -92,16 +100,29 @@ pub fn parse(line: &str) -> Result<Input, InputError> {
         }
         h if h.starts_with('/') => Err(InputError::Unknown(h.to_string())),
         h => {
-            let to: Address = h.parse()?;
+            let (to, key) = recipient(h)?;
             if rest.is_empty() {
                 return Err(InputError::EmptyMessage);
             }
             Ok(Input::Send {
                 to,
+                key,
                 text: rest.to_string(),
             })
         }
     }
+}
+
+/// A recipient typed as a 40-hex address or a 64-hex public key.
+fn recipient(word: &str) -> Result<(Address, Option<ed25519_dalek::VerifyingKey>), InputError> {
+    if word.len() == 64 && word.chars().all(|c| c.is_ascii_hexdigit()) {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(word, &mut bytes).map_err(|_| InputError::BadKey)?;
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| InputError::BadKey)?;
+        return Ok((Address::of_key(&bytes), Some(key)));
+    }
+    Ok((word.parse()?, None))
 }
 
 /// Where outputs are printed and how.
@@ -217,10 +238,13 @@ fn short_id(id: &MessageId) -> String {
 /// Render an output for people.
 pub fn human(o: &Output) -> String {
     match o {
-        Output::Ready { address, listen } => {
+        Output::Ready(me) => {
             format!(
-                "comm {}\naddress {address}\nlistening on {listen}",
-                env!("CARGO_PKG_VERSION")
+                "comm {}\naddress {}\nkey     {}\nlistening on {}",
+                env!("CARGO_PKG_VERSION"),
+                me.address,
+                hex::encode(me.key.as_bytes()),
+                me.listen
             )
         }
         Output::Alone { listen } => {
@@ -274,6 +298,21 @@ pub fn human(o: &Output) -> String {
         }
         Output::Peers(rows) => peers_human(rows),
         Output::Stats(s) => stats_human(s),
+        Output::Queued { id, to } => format!(
+            "  [msg {}] queued → looking up {}'s key",
+            short_id(id),
+            to.short()
+        ),
+        Output::KeyNotFound {
+            to,
+            queued,
+            retry_in,
+        } => format!(
+            "  no key found for {} yet: {} queued, retrying in {}s",
+            to.short(),
+            plural(*queued, "message"),
+            retry_in.as_secs()
+        ),
         Output::Sent {
             id, relays, direct, ..
         } => match (direct, relays) {
@@ -311,7 +350,12 @@ pub fn human(o: &Output) -> String {
             clock(*at_ms)
         ),
         Output::Expired { id } => format!("  [msg {}] expired undelivered", short_id(id)),
-        Output::WhoAmI { address, listen } => format!("{address} on {listen}"),
+        Output::WhoAmI(me) => format!(
+            "{} on {}\nkey {}",
+            me.address,
+            me.listen,
+            hex::encode(me.key.as_bytes())
+        ),
         Output::Help => HELP.to_string(),
         Output::Notice(text) => text.clone(),
         Output::Error(message) => format!("error: {message}"),
@@ -322,8 +366,8 @@ pub fn human(o: &Output) -> String {
 /// Render an output as one JSON line.
 pub fn json(o: &Output) -> String {
     let v = match o {
-        Output::Ready { address, listen } => {
-            json!({"event": "ready", "address": address.to_string(), "listen": listen.to_string()})
+        Output::Ready(me) => {
+            json!({"event": "ready", "address": me.address.to_string(), "key": hex::encode(me.key.as_bytes()), "listen": me.listen.to_string()})
         }
         Output::Alone { listen } => json!({"event": "alone", "listen": listen.to_string()}),
         Output::Joined { contacts } => json!({"event": "joined", "contacts": contacts}),
@@ -396,9 +440,19 @@ pub fn json(o: &Output) -> String {
             "event": "delivered", "id": id.to_string(), "to": to.to_string(), "at": at_ms,
         }),
         Output::Expired { id } => json!({"event": "expired", "id": id.to_string()}),
-        Output::WhoAmI { address, listen } => {
-            json!({"event": "whoami", "address": address.to_string(), "listen": listen.to_string()})
+        Output::WhoAmI(me) => {
+            json!({"event": "whoami", "address": me.address.to_string(), "key": hex::encode(me.key.as_bytes()), "listen": me.listen.to_string()})
         }
+        Output::Queued { id, to } => json!({
+            "event": "queued", "id": id.to_string(), "to": to.to_string(),
+        }),
+        Output::KeyNotFound {
+            to,
+            queued,
+            retry_in,
+        } => json!({
+            "event": "key_not_found", "to": to.to_string(), "queued": queued, "retry_in_secs": retry_in.as_secs(),
+        }),
         Output::Help => json!({"event": "help", "text": HELP}),
         Output::Notice(text) => json!({"event": "notice", "message": text}),
         Output::Error(message) => json!({"event": "error", "message": message}),
@@ -476,19 +530,23 @@ pub fn print_loop(
 /// Returns false once the user asked to quit.
 pub fn dispatch(
     line: &str,
-    me: (Address, SocketAddr),
+    me: Me,
     commands: &mpsc::Sender<Command>,
     outputs: &mpsc::Sender<Output>,
 ) -> bool {
     let reply = match parse(line) {
         Ok(Input::Nothing) => return true,
         Ok(Input::Help) => Output::Help,
-        Ok(Input::WhoAmI) => Output::WhoAmI {
-            address: me.0,
-            listen: me.1,
-        },
-        Ok(Input::Send { to, text }) => {
-            if commands.blocking_send(Command::Send { to, text }).is_err() {
+        Ok(Input::WhoAmI) => Output::WhoAmI(me),
+        Ok(Input::Send { to, key, text }) => {
+            if commands
+                .blocking_send(Command::Send {
+                    to,
+                    key: key.map(Box::new),
+                    text,
+                })
+                .is_err()
+            {
                 return false;
             }
             return true;
@@ -509,7 +567,7 @@ pub fn dispatch(
 /// Read commands from a terminal with line editing until the user quits.
 pub fn interactive(
     mut editor: rustyline::DefaultEditor,
-    me: (Address, SocketAddr),
+    me: Me,
     commands: mpsc::Sender<Command>,
     outputs: mpsc::Sender<Output>,
 ) {
@@ -539,11 +597,7 @@ pub fn interactive(
 
 /// Read commands line by line from stdin. End of input does not stop the
 /// node: it keeps serving the network until `/quit` or a signal.
-pub fn lines(
-    me: (Address, SocketAddr),
-    commands: mpsc::Sender<Command>,
-    outputs: mpsc::Sender<Output>,
-) {
+pub fn lines(me: Me, commands: mpsc::Sender<Command>, outputs: mpsc::Sender<Output>) {
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else {
@@ -577,6 +631,7 @@ mod tests {
             parse(&format!("{A} Hi there!")),
             Ok(Input::Send {
                 to: a,
+                key: None,
                 text: "Hi there!".into()
             })
         );

@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::control::{Command, Output, PeerRow, StatsReport};
+use crate::control::{Command, Me, Output, PeerRow, StatsReport};
 use crate::event::Event;
 use crate::node::{unix_ms, Node};
 use crate::store::{self, Store};
@@ -105,10 +105,11 @@ pub async fn run(
         store_retry: None,
         store_failed: false,
     };
-    d.output(Output::Ready {
+    d.output(Output::Ready(Me {
         address: d.node.address(),
         listen,
-    });
+        key: d.node.public_key(),
+    }));
     if bootstrap.is_empty() {
         d.output(Output::Alone { listen });
     } else {
@@ -256,7 +257,10 @@ impl Driver {
     fn execute(&mut self, command: Command) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let output = match command {
-            Command::Send { to, text } => {
+            Command::Send { to, key, text } => {
+                if let Some(key) = key {
+                    self.node.learn_key(now, wall, *key);
+                }
                 match self.node.send(now, wall, to, bytes::Bytes::from(text)) {
                     Ok(_) => return,
                     Err(e) => Output::Error(e.to_string()),
@@ -326,6 +330,16 @@ fn output_of(event: Event) -> Output {
             retry_in,
         },
         Event::LookupDone { result, .. } => Output::Lookup(result),
+        Event::MessageQueued { id, to } => Output::Queued { id, to },
+        Event::KeyNotFound {
+            to,
+            queued,
+            retry_in,
+        } => Output::KeyNotFound {
+            to,
+            queued,
+            retry_in,
+        },
         Event::MessageSent {
             id,
             to,

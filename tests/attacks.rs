@@ -18,6 +18,7 @@ use comm::node::unix_ms;
 use comm::wire::{self, Body, Packet, Proof, StoreStatus};
 use comm::{Address, Identity};
 use common::{free_port, rss_kib, Proc, DEADLINE};
+use ed25519_dalek::VerifyingKey;
 use rand::Rng;
 use serde_json::Value;
 
@@ -163,6 +164,42 @@ impl Attacker {
     }
 }
 
+/// A message sealed to `to`, as a real sender would build it.
+fn sealed(from: &Identity, to: &VerifyingKey, text: &str) -> Envelope {
+    comm::crypto::sealed_envelope(
+        &mut rand::thread_rng(),
+        from,
+        to,
+        now_ms(),
+        3600,
+        4,
+        text.as_bytes(),
+    )
+    .expect("seal")
+}
+
+/// The public key a node printed when it started.
+fn key_of(p: &Proc) -> VerifyingKey {
+    p.seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "ready")
+        .and_then(|v| v["key"].as_str().map(str::to_string))
+        .and_then(|k| {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(k, &mut b).ok()?;
+            VerifyingKey::from_bytes(&b).ok()
+        })
+        .expect("ready event with a key")
+}
+
+/// How a user types a recipient by its key.
+fn key_hex(id: &Identity) -> String {
+    hex::encode(id.public_key().as_bytes())
+}
+
+/// A message whose body is not sealed (relays cannot tell; only its
+/// recipient could, and it never gets it).
 fn envelope(from: &Identity, to: Address, text: &str) -> Envelope {
     Envelope::sign(
         from,
@@ -240,7 +277,7 @@ fn a_store_flood_with_fresh_keys_evicts_no_honest_message() {
     let c_seed: [u8; 32] = rand::thread_rng().gen();
     let c = Identity::from_seed(c_seed);
     for i in 0..HONEST {
-        a.send(&format!("{} honest {i}", c.address()));
+        a.send(&format!("{} honest {i}", key_hex(&c)));
     }
     for _ in 0..HONEST {
         a.wait_event("sent");
@@ -347,7 +384,8 @@ fn junk_acks_cannot_push_out_a_real_tombstone() {
     // A proven sender: its Store is relayed at once.
     attacker.prove(r_listen, &mallory, 0);
     // The attacker's own message to c, through the relay.
-    let m = envelope(&mallory, c_address, "first and last");
+    let m = sealed(&mallory, &key_of(&c), "first and last");
+    assert_eq!(m.recipient(), c_address);
     attacker.request(
         r_listen,
         mallory.address(),
@@ -409,7 +447,9 @@ fn a_full_inbox_does_not_let_an_old_message_show_twice() {
         node("v", &["--set", "max_inbox=8", "--set", "max_tombstones=8"]);
     let mut attacker = Attacker::new();
     let mallory = random_identity();
-    let old = envelope(&mallory, v_address, "seen once");
+    let v_key = key_of(&v);
+    let old = sealed(&mallory, &v_key, "seen once");
+    assert_eq!(old.recipient(), v_address);
     let store = |e: &Envelope| Body::Store {
         envelope: Box::new(e.clone()),
         hops_left: 0,
@@ -418,7 +458,7 @@ fn a_full_inbox_does_not_let_an_old_message_show_twice() {
     assert_eq!(v.wait_event("message")["id"], old.id().to_string());
     for i in 0..16u64 {
         std::thread::sleep(Duration::from_millis(5));
-        let junk = envelope(&mallory, v_address, &format!("junk {i}"));
+        let junk = sealed(&mallory, &v_key, &format!("junk {i}"));
         attacker.request(v_listen, mallory.address(), 10 + i, store(&junk));
         v.wait_event("message");
     }
@@ -700,7 +740,7 @@ fn a_pull_from_a_stranger_learns_nothing() {
     let (mut a, _, _) = node("a", &[&via]);
     a.wait_event("joined");
     let c = random_identity();
-    a.send(&format!("{} waiting", c.address()));
+    a.send(&format!("{} waiting", key_hex(&c)));
     a.wait_event("sent");
     let mut attacker = Attacker::new();
     attacker.request(r_listen, c.address(), 7, Body::Pull);

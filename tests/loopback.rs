@@ -114,10 +114,11 @@ fn a_message_survives_sender_quitting_and_relay_crashing() {
     let dirs = tempfile::tempdir().expect("temp dir");
     let data = |name: &str| dirs.path().join(name).to_string_lossy().to_string();
     let b_listen = format!("127.0.0.1:{}", free_port());
-    let c_address = comm::Identity::from_secret("relay-test-c")
-        .expect("identity")
-        .address()
-        .to_string();
+    // C has never run: A's user has its public key (as from a contact
+    // card), which is what lets A seal to it.
+    let c = comm::Identity::from_secret("relay-test-c").expect("identity");
+    let c_key = hex::encode(c.public_key().as_bytes());
+    let c_address = c.address().to_string();
 
     // B is the relay everyone joins through; A joins and sends to C, who
     // has never run.
@@ -142,7 +143,7 @@ fn a_message_survives_sender_quitting_and_relay_crashing() {
         .expect("address")
         .to_string();
     a.wait_event("joined");
-    a.send(&format!("{c_address} hello C, from A"));
+    a.send(&format!("{c_key} hello C, from A"));
     let sent = a.wait_event("sent");
     let id = sent["id"].as_str().expect("id").to_string();
     assert!(sent["relays"].as_u64().unwrap_or(0) >= 1, "{sent}");
@@ -276,12 +277,14 @@ fn a_recipient_killed_after_its_first_message_shows_each_of_20_exactly_once() {
         .to_string();
     let mut a = Proc::start(&["--json", "kill-sender", "127.0.0.1:0", &relay_listen]);
     a.wait_event("joined");
-    let c_address = comm::Identity::from_secret("kill-recipient")
-        .expect("identity")
-        .address()
-        .to_string();
+    let c_key = hex::encode(
+        comm::Identity::from_secret("kill-recipient")
+            .expect("identity")
+            .public_key()
+            .as_bytes(),
+    );
     for i in 0..N {
-        a.send(&format!("{c_address} waiting {i}"));
+        a.send(&format!("{c_key} waiting {i}"));
     }
     for _ in 0..N {
         a.wait_event("sent");

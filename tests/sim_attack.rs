@@ -43,9 +43,12 @@ fn honest_messages_arrive_with_a_tenth_of_the_network_attacking() {
     }
     let honest: Vec<usize> = (0..NODES).filter(|i| !attackers.contains(i)).collect();
     // Half the recipients are away when their message is sent.
-    let mut sent: BTreeMap<MessageId, (usize, usize)> = BTreeMap::new();
+    // By text: the sender knows a message by the id it got when it wrote
+    // it (a draft's, while it looked up the recipient's key), the
+    // recipient by the envelope's.
+    let mut sent: BTreeMap<MessageId, (usize, usize, Bytes)> = BTreeMap::new();
     let mut away = BTreeSet::new();
-    for _ in 0..MESSAGES {
+    for k in 0..MESSAGES {
         let from = honest[rng.gen_range(0..honest.len())];
         let mut to = honest[rng.gen_range(0..honest.len())];
         while to == from {
@@ -56,12 +59,12 @@ fn honest_messages_arrive_with_a_tenth_of_the_network_attacking() {
             sim.set_online(to, false);
         }
         let address = sim.node(to).address();
+        let text = Bytes::from(format!("hello {k}"));
+        let body = text.clone();
         let id = sim
-            .with_node(from, |n, now, wall| {
-                n.send(now, wall, address, Bytes::from_static(b"hello"))
-            })
+            .with_node(from, |n, now, wall| n.send(now, wall, address, body))
             .expect("send");
-        sent.insert(id, (from, to));
+        sent.insert(id, (from, to, text));
         sim.run_for(Duration::from_secs(10));
     }
     // An hour later those who were away come back, joining through a
@@ -78,11 +81,13 @@ fn honest_messages_arrive_with_a_tenth_of_the_network_attacking() {
     sim.run_for(Duration::from_secs(600));
 
     let events = sim.take_events();
-    let mut shown: BTreeMap<(usize, MessageId), usize> = BTreeMap::new();
+    let mut shown: BTreeMap<(usize, Bytes), usize> = BTreeMap::new();
     let mut delivered = BTreeSet::new();
     for (n, e) in &events {
         match e {
-            Event::MessageReceived { id, .. } => *shown.entry((*n, *id)).or_insert(0) += 1,
+            Event::MessageReceived { body, .. } => {
+                *shown.entry((*n, body.clone())).or_insert(0) += 1
+            }
             Event::Delivered { id, .. } => {
                 delivered.insert(*id);
             }
@@ -91,7 +96,7 @@ fn honest_messages_arrive_with_a_tenth_of_the_network_attacking() {
     }
     let arrived = sent
         .iter()
-        .filter(|(id, (_, to))| shown.contains_key(&(*to, **id)))
+        .filter(|(_, (_, to, text))| shown.contains_key(&(*to, text.clone())))
         .count();
     let twice = shown.values().filter(|n| **n > 1).count();
     let forged: u64 = honest
@@ -102,7 +107,7 @@ fn honest_messages_arrive_with_a_tenth_of_the_network_attacking() {
     println!(
         "{NODES} nodes, {} attackers: {arrived}/{MESSAGES} arrived ({} of them to a recipient that was away), {}/{MESSAGES} reported delivered, {twice} shown twice, {forged} forged acks refused, {replays} replays sent, most held by one node {most_held:?}",
         attackers.len(),
-        sent.values().filter(|(_, to)| away.contains(to)).count(),
+        sent.values().filter(|(_, to, _)| away.contains(to)).count(),
         delivered.len()
     );
     assert!(

@@ -56,13 +56,8 @@ fn a_message_waits_12_hours_for_its_recipient_then_every_copy_is_purged() {
     let config = Config::default();
     let mut sim = network(500, 11, &config);
     let recipient = offline_node(&mut sim, &config);
-    let to = sim.node(recipient).address();
     let sender = 17;
-    let id = sim
-        .with_node(sender, |n, now, wall| {
-            n.send(now, wall, to, Bytes::from_static(b"Hi there!"))
-        })
-        .expect("send");
+    let id = sim.send(sender, recipient, b"Hi there!").expect("send");
 
     // Twelve hours with the recipient away; count copies every 10 minutes.
     let mut peak = 0;
@@ -126,13 +121,8 @@ fn an_undeliverable_message_is_gone_after_its_ttl_and_within_budget() {
     };
     let mut sim = network(120, 5, &config);
     let recipient = offline_node(&mut sim, &config);
-    let to = sim.node(recipient).address();
     let sender = 3;
-    let id = sim
-        .with_node(sender, |n, now, wall| {
-            n.send(now, wall, to, Bytes::from_static(b"anyone?"))
-        })
-        .expect("send");
+    let id = sim.send(sender, recipient, b"anyone?").expect("send");
     sim.run_for(Duration::from_secs(3600));
     assert!(!sim.holders(&id).is_empty(), "held while alive");
     // TTL plus one sweep interval.
@@ -195,11 +185,7 @@ fn forged_acks_purge_nothing() {
     let recipient = offline_node(&mut sim, &config);
     let to = sim.node(recipient).address();
     let sender = 4;
-    let id = sim
-        .with_node(sender, |n, now, wall| {
-            n.send(now, wall, to, Bytes::from_static(b"secret plans"))
-        })
-        .expect("send");
+    let id = sim.send(sender, recipient, b"secret plans").expect("send");
     sim.run_for(Duration::from_secs(120));
     let holders = sim.holders(&id);
     assert!(holders.len() >= 4);
@@ -270,8 +256,8 @@ fn twenty_copies_are_shown_once_and_relayed_once_per_peer() {
     // At the recipient: twenty copies, one message shown.
     let recipient = 30;
     let to = sim.node(recipient).address();
-    let now_ms = comm::node::DEFAULT_EPOCH_MS + sim.elapsed().as_millis() as u64;
-    let envelope = Envelope::sign(&author, to, now_ms, 3600, 4, Bytes::from_static(b"once"));
+    let envelope = sim.sealed(&author, recipient, 3600, b"once");
+    assert_eq!(envelope.recipient(), to);
     let id: MessageId = envelope.id();
     for i in 0..20 {
         sim.inject(
@@ -293,14 +279,8 @@ fn twenty_copies_are_shown_once_and_relayed_once_per_peer() {
     // At a relay, for an offline recipient: each peer gets at most one copy.
     let away = offline_node(&mut sim, &config);
     let away_addr = sim.node(away).address();
-    let envelope = Envelope::sign(
-        &author,
-        away_addr,
-        now_ms,
-        3600,
-        4,
-        Bytes::from_static(b"later"),
-    );
+    let envelope = sim.sealed(&author, away, 3600, b"later");
+    assert_eq!(envelope.recipient(), away_addr);
     let relay = 12;
     let before = sim.node(relay).stats().stores_sent;
     for i in 0..20 {
@@ -334,8 +314,8 @@ fn a_false_claim_to_hold_a_copy_does_not_stop_delivery() {
     let recipient = offline_node(&mut sim, &config);
     let to = sim.node(recipient).address();
     let author = Identity::from_seed([43; 32]);
-    let now_ms = comm::node::DEFAULT_EPOCH_MS + sim.elapsed().as_millis() as u64;
-    let envelope = Envelope::sign(&author, to, now_ms, 3600, 4, Bytes::from_static(b"for you"));
+    let envelope = sim.sealed(&author, recipient, 3600, b"for you");
+    assert_eq!(envelope.recipient(), to);
     let id = envelope.id();
     let relay = 5;
     let honest: SocketAddr = "10.252.0.1:4000".parse().unwrap();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use comm::identity::proof_message;
-use comm::message::{Ack, Envelope};
+use comm::message::{Ack, Envelope, IdentityRecord};
 use comm::wire::{self, Body, Contact, Packet, Proof, StoreStatus};
 use comm::{Address, Identity};
 
@@ -237,5 +237,150 @@ fn every_vector_decodes() {
     for n in 2..=10 {
         let bytes = hex::decode(block_after(b_text, &format!("\n{n}. "))).expect("hex");
         assert!(wire::decode(&bytes).is_ok(), "packet {n}");
+    }
+}
+
+/// An RNG that yields one byte forever: HPKE's ephemeral key then comes
+/// from `ikmE` = 32 × that byte (RFC 9180 DeriveKeyPair), as in the vector.
+struct Fixed(u8);
+
+impl rand::RngCore for Fixed {
+    fn next_u32(&mut self) -> u32 {
+        u32::from_ne_bytes([self.0; 4])
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::from_ne_bytes([self.0; 8])
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(self.0);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        dest.fill(self.0);
+        Ok(())
+    }
+}
+
+impl rand::CryptoRng for Fixed {}
+
+fn sealed_message() -> Envelope {
+    comm::crypto::sealed_envelope(
+        &mut Fixed(0x42),
+        &a(),
+        &b().public_key(),
+        1_700_000_000_000,
+        259_200,
+        4,
+        b"Hi there!",
+    )
+    .expect("seal")
+}
+
+fn a_record() -> IdentityRecord {
+    IdentityRecord::sign(&a(), 1_700_000_000_000, 1_700_604_800_000)
+}
+
+const TOKEN: [u8; 16] = [0x5a; 16];
+
+fn record_packets() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "\n11. ",
+            packet(
+                &b(),
+                5,
+                Body::FindRecord {
+                    target: a().address(),
+                },
+            ),
+        ),
+        (
+            "\n12. ",
+            packet(
+                &a(),
+                5,
+                Body::Record {
+                    record: Some(Box::new(a_record())),
+                    contacts: vec![],
+                    token: Some(TOKEN),
+                },
+            ),
+        ),
+        (
+            "\n13. ",
+            packet(
+                &b(),
+                6,
+                Body::PutRecord {
+                    record: Box::new(IdentityRecord::sign(
+                        &b(),
+                        1_700_000_000_000,
+                        1_700_604_800_000,
+                    )),
+                    token: TOKEN,
+                },
+            ),
+        ),
+        (
+            "\n14. ",
+            packet(&a(), 6, Body::RecordStored { stored: true }),
+        ),
+    ]
+}
+
+#[test]
+fn sealing_and_record_vectors() {
+    let b_text = appendix("B");
+    let e = sealed_message();
+    let print = std::env::var("PRINT_VECTORS").is_ok();
+    let aad = comm::crypto::aad(
+        &a().public_key(),
+        &b().address(),
+        1_700_000_000_000,
+        259_200,
+        4,
+    );
+    let r = a_record();
+    let values = [
+        ("box key", hex(&comm::crypto::box_key(&b().public_key()))),
+        ("box secret", hex(&b().box_secret())),
+        ("aad", hex(&aad)),
+        ("body", hex(e.body())),
+        ("id", e.id().to_string()),
+        ("signature", hex(&e.signature().to_bytes())),
+        ("record signed", hex(&r.signed_bytes())),
+        ("record signature", hex(&r.signature.to_bytes())),
+        ("record", hex(&wire::encode_identity_record(&r))),
+    ];
+    if print {
+        for (k, v) in &values {
+            println!("{k}: {v}");
+        }
+        for (k, v) in record_packets() {
+            println!("packet{}: {v}", k.trim_end());
+        }
+    }
+    assert_eq!(
+        comm::crypto::open_envelope(&b(), &e).expect("opens"),
+        b"Hi there!"
+    );
+    assert_eq!(block_after(b_text, "- Associated data (80"), values[2].1);
+    assert_eq!(block_after(b_text, "- Sealed body (57"), values[3].1);
+    assert_eq!(
+        block_after(b_text, "- A's record, signed bytes (62"),
+        values[6].1
+    );
+    assert_eq!(block_after(b_text, "- A's record encoded"), values[8].1);
+    for (name, v) in &values {
+        if ["aad", "body", "record signed", "record"].contains(name) {
+            continue;
+        }
+        let found = b_text.contains(v.as_str())
+            || (v.len() == 128 && b_text.contains(&v[..64]) && b_text.contains(&v[64..]));
+        assert!(found, "{name} {v} not in Appendix B");
+    }
+    for (label, want) in record_packets() {
+        assert_eq!(block_after(b_text, label), want, "packet{label}");
+        let bytes = hex::decode(&want).expect("hex");
+        assert!(wire::decode(&bytes).is_ok(), "packet{label}");
     }
 }

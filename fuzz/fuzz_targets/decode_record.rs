@@ -3,11 +3,12 @@
 //! accepts must encode and decode to the same record.
 //!
 //! Input: `kind:u8 key_len:u8 key[key_len] value[..]`; `kind` picks the
-//! decoder (mod 6); missing bytes read as empty.
+//! decoder (mod 7); missing bytes read as empty.
 #![no_main]
 
 use comm::wire::records::{
-    decode_contacts, AckRecord, HeldRecord, InboxRecord, OutboxRecord, TombstoneRecord,
+    decode_contacts, AckRecord, DraftRecord, HeldRecord, InboxRecord, OutboxRecord,
+    TombstoneRecord,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -16,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let (len, rest) = rest.split_first().unwrap_or((&0, &[]));
     let n = usize::from(*len).min(rest.len());
     let (key, value) = rest.split_at(n);
-    match kind % 6 {
+    match kind % 7 {
         0 => {
             if let Ok(r) = HeldRecord::decode(key, value) {
                 assert_eq!(HeldRecord::decode(key, &r.encode()), Ok(r));
@@ -40,6 +41,11 @@ fuzz_target!(|data: &[u8]| {
         4 => {
             if let Ok(r) = InboxRecord::decode(key, value) {
                 assert_eq!(InboxRecord::decode(key, &r.encode()), Ok(r));
+            }
+        }
+        6 => {
+            if let Ok(r) = DraftRecord::decode(key, value) {
+                assert_eq!(DraftRecord::decode(key, &r.encode()), Ok(r));
             }
         }
         _ => {

@@ -270,11 +270,12 @@ fn comeback(n: usize, root: Option<PathBuf>) -> Res<()> {
     let via = vec![net.procs[r].listen.clone()];
     let a = net.start("sender", &via)?;
     net.wait(a, "joined", Duration::from_secs(30))?;
-    // The recipient's identity exists (its key file) but it has never run.
+    // The recipient's identity exists (its key file) but it has never run;
+    // the sender's user has its public key.
     let c_dir = net.root.join("recipient");
     std::fs::create_dir_all(&c_dir).map_err(|e| e.to_string())?;
     let c_key = comm::Identity::from_key_file(&c_dir.join("key")).map_err(|e| e.to_string())?;
-    let to = c_key.address().to_string();
+    let to = hex::encode(c_key.public_key().as_bytes());
     for i in 0..n {
         net.send(a, &format!("{to} while you were away {i}"))?;
     }

@@ -22,7 +22,7 @@ mod peers;
 mod rpc;
 mod timers;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,11 +39,12 @@ use crate::identity::{self, proof_message, Identity};
 use crate::limits::{Rate, TokenBuckets};
 pub use crate::lookup::LookupId;
 use crate::lookup::{Lookup, LookupResult};
-use crate::message::MessageId;
+use crate::message::{IdentityRecord, MessageId};
+use crate::records::{RecordStore, Refusal, Tokens};
 use crate::relay::{Action, Ctx, OutboxState, Relay, RelayRequest, SendError};
 use crate::routing::{prefix, Insert, Prefix, RoutingTable, TablePolicy};
 use crate::wire::records::{self, BatchId, Op, Snapshot, Table, WriteBatch};
-use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN};
+use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN, TOKEN_LEN};
 use peers::{LookupCache, TableView, Unproven, VerifiedCache};
 use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
 use timers::{Timer, TimerTable};
@@ -123,6 +124,42 @@ enum LookupKind {
     Refresh,
     /// For the relay: messages or acks wait for the target's neighbourhood.
     Relay(Address),
+    /// For the relay: messages wait for the target's identity record.
+    Key(Address),
+    /// Our own neighbourhood, to publish our identity record there.
+    Publish,
+}
+
+impl LookupKind {
+    /// Whether its steps ask for the target's identity record (and write
+    /// tokens): the join and publish lookups of our own address, and key
+    /// lookups.
+    fn wants_record(self) -> bool {
+        matches!(
+            self,
+            LookupKind::Join | LookupKind::Publish | LookupKind::Key(_)
+        )
+    }
+}
+
+/// Publishing our identity record at the k nodes closest to us.
+#[derive(Clone, Debug, Default)]
+struct Publishing {
+    /// When the last publish lookup finished.
+    last: Option<Instant>,
+    /// Nodes that confirmed keeping it since.
+    confirmed: BTreeSet<Address>,
+    /// A publish lookup runs.
+    running: bool,
+    /// The record we give out now (refreshed at each publish).
+    record: Option<IdentityRecord>,
+}
+
+/// How long to wait before looking again for a key not found.
+#[derive(Clone, Copy, Debug)]
+struct KeyRetry {
+    at: Instant,
+    backoff: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -193,6 +230,17 @@ pub struct Node {
     /// Requests per second per source network.
     requests: TokenBuckets<Prefix>,
     relay: Relay,
+    /// Identity records kept for others.
+    records: RecordStore,
+    /// Write tokens we hand out.
+    tokens: Tokens,
+    /// Write tokens handed to us by the steps of record lookups.
+    lookup_tokens: BTreeMap<LookupId, BTreeMap<Address, (Contact, [u8; TOKEN_LEN])>>,
+    /// Running key lookups, by the address whose key they look for.
+    key_lookups: BTreeMap<Address, LookupId>,
+    /// When to look again for keys not found.
+    key_retry: BTreeMap<Address, KeyRetry>,
+    publishing: Publishing,
     boot: Bootstrap,
     stats: Stats,
     /// Time of the current (or last) input.
@@ -247,6 +295,12 @@ impl Node {
             },
             rpcs: Rpcs::new(&config),
             relay: Relay::new(&config, me, rng.gen()),
+            records: RecordStore::new(me, config.max_records, config.max_record_ttl),
+            tokens: Tokens::new(rng.gen(), now, config.token_rotation),
+            lookup_tokens: BTreeMap::new(),
+            key_lookups: BTreeMap::new(),
+            key_retry: BTreeMap::new(),
+            publishing: Publishing::default(),
             config,
             identity,
             me,
@@ -278,6 +332,21 @@ impl Node {
     /// This node's address.
     pub fn address(&self) -> Address {
         self.me
+    }
+
+    /// This node's public key (its address is the SHA-1 of it).
+    pub fn public_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.identity.public_key()
+    }
+
+    /// The identity record this node keeps for `a`, if any (inspection).
+    pub fn record_for(&self, a: &Address) -> Option<IdentityRecord> {
+        self.records.get(a, self.wall_ms).copied()
+    }
+
+    /// Identity records kept for others.
+    pub fn records_kept(&self) -> usize {
+        self.records.len()
     }
 
     /// The configuration in force.
@@ -341,7 +410,9 @@ impl Node {
     /// back this input's outputs if any change is not yet durable.
     fn finish(&mut self, mark: Mark) {
         if self.message_credit > 0 && self.relay.unshown_count() > 0 {
-            let n = self.relay.release_messages(self.message_credit);
+            let n = self
+                .relay
+                .release_messages(&self.identity, self.message_credit);
             self.message_credit -= n;
             self.pump();
         }
@@ -565,6 +636,7 @@ impl Node {
                 Action::Schedule(key, at) => self.timers.set(Timer::Relay(key), at),
                 Action::Cancel(key) => self.timers.cancel(&Timer::Relay(key)),
                 Action::Count(reason) => self.count_drop(reason),
+                Action::FindKey(address) => self.find_key(now, address),
             }
         }
     }
@@ -643,6 +715,17 @@ impl Node {
         Ok(r?)
     }
 
+    /// Tell the node `key` belongs to the address it hashes to (the user
+    /// typed it, or read it from a contact card): messages to that address
+    /// can be sealed at once.
+    pub fn learn_key(&mut self, now: Instant, wall: SystemTime, key: ed25519_dalek::VerifyingKey) {
+        let mark = self.begin(now, wall);
+        let now = self.now;
+        with_relay!(self, now, |relay, ctx| relay.learn_key(&ctx, key));
+        self.pump();
+        self.finish(mark);
+    }
+
     // ---- lookups ----------------------------------------------------
 
     fn start_lookup(
@@ -668,8 +751,15 @@ impl Node {
         let id = self.next_lookup;
         self.next_lookup += 1;
         self.lookups.insert(id, (lookup, kind));
-        if let LookupKind::Relay(t) = kind {
-            self.relay_lookups.insert(t, id);
+        match kind {
+            LookupKind::Relay(t) => {
+                self.relay_lookups.insert(t, id);
+            }
+            LookupKind::Key(t) => {
+                self.key_lookups.insert(t, id);
+            }
+            LookupKind::Publish => self.publishing.running = true,
+            _ => {}
         }
         self.drive_lookup(now, id);
         Ok(id)
@@ -700,7 +790,7 @@ impl Node {
 
     fn drive_lookup(&mut self, now: Instant, id: LookupId) {
         loop {
-            let Some((lookup, _)) = self.lookups.get_mut(&id) else {
+            let Some((lookup, kind)) = self.lookups.get_mut(&id) else {
                 return;
             };
             let target = lookup.target();
@@ -708,17 +798,15 @@ impl Node {
             if queries.is_empty() {
                 break;
             }
+            let (body, purpose) = if kind.wants_record() {
+                (Body::FindRecord { target }, Purpose::FindRecord(id))
+            } else {
+                (Body::FindNode { target }, Purpose::FindNode(id))
+            };
             let mut refused = Vec::new();
             for c in queries {
                 let challenge = self.needs_proof(&c);
-                let sent = self.request(
-                    now,
-                    c.addr,
-                    Some(c.id),
-                    Body::FindNode { target },
-                    challenge,
-                    Purpose::FindNode(id),
-                );
+                let sent = self.request(now, c.addr, Some(c.id), body.clone(), challenge, purpose);
                 if !sent {
                     refused.push(c.id);
                 }
@@ -751,9 +839,12 @@ impl Node {
             "lookup finished"
         );
         let k = self.config.k.get();
+        let tokens = self.lookup_tokens.remove(&id).unwrap_or_default();
         match kind {
             LookupKind::User => self.emit(Event::LookupDone { id, result: r }),
             LookupKind::Refresh => {}
+            LookupKind::Key(target) => self.key_not_found(now, target),
+            LookupKind::Publish => self.put_record(now, &r.closest, &tokens),
             LookupKind::Relay(target) => {
                 self.relay_lookups.remove(&target);
                 self.lookup_cache
@@ -766,6 +857,10 @@ impl Node {
                 self.emit(Event::Joined {
                     contacts: self.table.len(),
                 });
+                // Tell our neighbourhood our key, and look for the keys our
+                // queued messages wait for.
+                self.put_record(now, &r.closest, &tokens);
+                self.retry_keys(now, true);
                 // Ask our neighbourhood for messages and acks held for us.
                 let near = self.table.closest(&self.me, k);
                 self.relay.pull(&near);
@@ -788,6 +883,157 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    // ---- identity records --------------------------------------------
+
+    /// The relay wants `target`'s key: look for its identity record, unless
+    /// a lookup for it already runs.
+    fn find_key(&mut self, now: Instant, target: Address) {
+        if self.key_lookups.contains_key(&target) {
+            return;
+        }
+        // At the lookup limit, the next maintenance tries again.
+        let _ = self.start_lookup(now, target, LookupKind::Key(target));
+    }
+
+    /// A key lookup ended without a record: if messages still wait for
+    /// it, say so and try again later, backing off.
+    fn key_not_found(&mut self, now: Instant, target: Address) {
+        self.key_lookups.remove(&target);
+        let queued = self.relay.drafts_for(&target);
+        if queued == 0 {
+            self.key_retry.remove(&target);
+            return;
+        }
+        let backoff = self
+            .key_retry
+            .get(&target)
+            .map_or(self.config.key_retry, |r| {
+                (r.backoff * 2).min(self.config.key_retry_max)
+            });
+        self.key_retry.insert(
+            target,
+            KeyRetry {
+                at: now + backoff,
+                backoff,
+            },
+        );
+        self.emit(Event::KeyNotFound {
+            to: target,
+            queued,
+            retry_in: backoff,
+        });
+    }
+
+    /// Look again for the keys queued messages wait for: those whose retry
+    /// is due, or all of them if `now_all` (we just joined).
+    fn retry_keys(&mut self, now: Instant, now_all: bool) {
+        let wanted = self.relay.wanted_keys();
+        self.key_retry
+            .retain(|a, _| wanted.binary_search(a).is_ok());
+        for a in wanted {
+            if self.lookups.len() + 1 >= self.config.max_lookups.get() {
+                break;
+            }
+            let waiting = matches!(self.key_retry.get(&a), Some(r) if r.at > now);
+            let due = now_all || !waiting;
+            if due {
+                self.find_key(now, a);
+            }
+        }
+    }
+
+    /// A record arrived in an answer to a step of lookup `id`: if it is
+    /// the target's and checks, the key is learned (and a key lookup ends).
+    fn record_found(&mut self, now: Instant, id: LookupId, record: IdentityRecord) {
+        let Some((lookup, kind)) = self.lookups.get(&id) else {
+            return;
+        };
+        let (target, kind) = (lookup.target(), *kind);
+        if record.address() != target || !self.records.valid(&record, self.wall_ms) {
+            self.count_drop(DropReason::BadRecord);
+            return;
+        }
+        let key = record.key;
+        with_relay!(self, now, |relay, ctx| relay.learn_key(&ctx, key));
+        if let LookupKind::Key(t) = kind {
+            self.lookups.remove(&id);
+            self.lookup_tokens.remove(&id);
+            self.key_lookups.remove(&t);
+            self.key_retry.remove(&t);
+        }
+    }
+
+    /// Our identity record as we give it out now.
+    fn own_record(&mut self) -> IdentityRecord {
+        let wall = self.wall_ms;
+        let fresh_until = wall.saturating_add(self.config.record_republish.as_millis() as u64);
+        match self.publishing.record {
+            Some(r) if r.expires_at_ms > fresh_until => r,
+            _ => {
+                let ttl = self.config.record_ttl.as_millis() as u64;
+                let r = IdentityRecord::sign(&self.identity, wall, wall.saturating_add(ttl));
+                self.publishing.record = Some(r);
+                r
+            }
+        }
+    }
+
+    /// Store our record at the closest nodes of a lookup of our address
+    /// that gave us a write token.
+    fn put_record(
+        &mut self,
+        now: Instant,
+        closest: &[Contact],
+        tokens: &BTreeMap<Address, (Contact, [u8; TOKEN_LEN])>,
+    ) {
+        self.publishing.running = false;
+        self.publishing.last = Some(now);
+        self.publishing.confirmed.clear();
+        self.publishing.record = None;
+        let record = self.own_record();
+        for c in closest {
+            let Some((at, token)) = tokens.get(&c.id) else {
+                continue;
+            };
+            self.request(
+                now,
+                at.addr,
+                Some(at.id),
+                Body::PutRecord {
+                    record: Box::new(record),
+                    token: *token,
+                },
+                false,
+                Purpose::PutRecord,
+            );
+        }
+    }
+
+    /// Publish our record if it is time: every `record_republish`, or
+    /// sooner while fewer than k nodes confirmed keeping it and the table
+    /// knows more.
+    fn maybe_publish(&mut self, now: Instant) {
+        if self.publishing.running || self.table.is_empty() {
+            return;
+        }
+        let k = self.config.k.get();
+        let confirmed = self.publishing.confirmed.len();
+        let due = match self.publishing.last {
+            None => true,
+            Some(t) => {
+                let since = now.saturating_duration_since(t);
+                since >= self.config.record_republish
+                    || (confirmed < k
+                        && self.table.len() > confirmed
+                        && since >= self.config.refresh_check)
+            }
+        };
+        if due {
+            let me = self.me;
+            let _ = self.start_lookup(now, me, LookupKind::Publish);
         }
     }
 
@@ -817,6 +1063,7 @@ impl Node {
         // the challenge that follows it 201.
         let pad = match (&body, purpose) {
             (Body::FindNode { .. }, _) => wire::PADDED_REQUEST,
+            (Body::FindRecord { .. }, _) => wire::PADDED_FIND_RECORD,
             (Body::Ping, Purpose::Bootstrap | Purpose::Verify) | (Body::Pull, _) => {
                 wire::PADDED_PING
             }
@@ -911,6 +1158,44 @@ impl Node {
                 contacts.truncate(k);
                 Body::Nodes { contacts }
             }
+            Body::FindRecord { target } => {
+                let k = self.config.k.get();
+                let mut contacts = self.table.closest(&target, k + 1);
+                contacts.retain(|c| c.id != packet.sender);
+                contacts.truncate(k);
+                let record = if target == self.me {
+                    Some(self.own_record())
+                } else {
+                    self.records.get(&target, self.wall_ms).copied()
+                };
+                Body::Record {
+                    record: record.map(Box::new),
+                    contacts,
+                    token: Some(self.tokens.make(&from)),
+                }
+            }
+            Body::PutRecord { record, token } => {
+                let stored = if !self.tokens.check(&from, &token) {
+                    self.count_drop(DropReason::WrongToken);
+                    false
+                } else {
+                    let key = record.key;
+                    match self.records.put(*record, self.wall_ms) {
+                        Ok(()) => {
+                            with_relay!(self, now, |relay, ctx| relay.learn_key(&ctx, key));
+                            true
+                        }
+                        // We keep one at least as new.
+                        Err(Refusal::Stale) => true,
+                        Err(Refusal::Invalid) => {
+                            self.count_drop(DropReason::BadRecord);
+                            false
+                        }
+                        Err(Refusal::Full) => false,
+                    }
+                };
+                Body::RecordStored { stored }
+            }
             Body::Store {
                 envelope,
                 hops_left,
@@ -942,6 +1227,8 @@ impl Node {
             }
             Body::Pong { .. }
             | Body::Nodes { .. }
+            | Body::Record { .. }
+            | Body::RecordStored { .. }
             | Body::Stored { .. }
             | Body::Acknowledged { .. }
             | Body::Pulled { .. } => return,
@@ -963,7 +1250,9 @@ impl Node {
             // A long list of contacts is cut to what the limit allows.
             while bytes.len() as u64 > allowance {
                 match &mut reply.body {
-                    Body::Nodes { contacts } if !contacts.is_empty() => {
+                    Body::Nodes { contacts } | Body::Record { contacts, .. }
+                        if !contacts.is_empty() =>
+                    {
                         contacts.pop();
                         bytes = wire::encode(&reply);
                     }
@@ -1015,6 +1304,8 @@ impl Node {
         let fits = matches!(
             (&rpc.purpose, &packet.body),
             (Purpose::FindNode(_), Body::Nodes { .. })
+                | (Purpose::FindRecord(_), Body::Record { .. })
+                | (Purpose::PutRecord, Body::RecordStored { .. })
                 | (
                     Purpose::Relay(RelayRequest::Store(_), _),
                     Body::Stored { .. }
@@ -1072,6 +1363,11 @@ impl Node {
             addr: from,
         };
         if verified {
+            // Its key, proven: messages can be sealed to it.
+            if let Some(proof) = &packet.proof {
+                let key = proof.key;
+                with_relay!(self, now, |relay, ctx| relay.learn_key(&ctx, key));
+            }
             self.offer(now, contact);
         } else {
             self.table.touch(&contact.id, &from, now);
@@ -1096,22 +1392,43 @@ impl Node {
             }
             Purpose::Verify => {}
             Purpose::CheckOldest => self.table.ping_result(&contact.id, true, now),
-            Purpose::FindNode(id) => {
-                if let Body::Nodes { contacts } = &packet.body {
-                    // Match the form datagrams arrive from (plain IPv4).
-                    let contacts: Vec<Contact> = contacts
-                        .iter()
-                        .map(|c| Contact {
-                            id: c.id,
-                            addr: SocketAddr::new(c.addr.ip().to_canonical(), c.addr.port()),
-                        })
-                        .collect();
-                    let contacts = &contacts;
-                    let me = self.me;
-                    if let Some((lookup, _)) = self.lookups.get_mut(&id) {
-                        lookup.on_response(&contact.id, contacts, &me);
+            Purpose::FindNode(id) | Purpose::FindRecord(id) => {
+                let (contacts, record, token) = match packet.body {
+                    Body::Nodes { contacts } => (contacts, None, None),
+                    Body::Record {
+                        contacts,
+                        record,
+                        token,
+                    } => (contacts, record, token),
+                    _ => return,
+                };
+                // Match the form datagrams arrive from (plain IPv4).
+                let contacts: Vec<Contact> = contacts
+                    .iter()
+                    .map(|c| Contact {
+                        id: c.id,
+                        addr: SocketAddr::new(c.addr.ip().to_canonical(), c.addr.port()),
+                    })
+                    .collect();
+                let me = self.me;
+                if let Some((lookup, _)) = self.lookups.get_mut(&id) {
+                    lookup.on_response(&contact.id, &contacts, &me);
+                    if let Some(token) = token {
+                        // At most one per candidate the lookup asked.
+                        self.lookup_tokens
+                            .entry(id)
+                            .or_default()
+                            .insert(contact.id, (contact, token));
                     }
-                    self.drive_lookup(now, id);
+                }
+                if let Some(record) = record {
+                    self.record_found(now, id, *record);
+                }
+                self.drive_lookup(now, id);
+            }
+            Purpose::PutRecord => {
+                if let Body::RecordStored { stored: true } = packet.body {
+                    self.publishing.confirmed.insert(contact.id);
                 }
             }
             Purpose::Relay(RelayRequest::Store(id), _) => {
@@ -1214,7 +1531,7 @@ impl Node {
             return;
         };
         match purpose {
-            Purpose::FindNode(l) => {
+            Purpose::FindNode(l) | Purpose::FindRecord(l) => {
                 if let Some((lookup, _)) = self.lookups.get_mut(&l) {
                     lookup.on_unresponsive(&peer);
                 }
@@ -1229,6 +1546,11 @@ impl Node {
         self.timers
             .set(Timer::Maintenance, now + self.config.refresh_check);
         with_relay!(self, now, |relay, ctx| relay.sweep(&ctx));
+        let rng = &mut self.rng;
+        self.tokens.rotate(now, || rng.gen());
+        self.records.expire(self.wall_ms);
+        self.retry_keys(now, false);
+        self.maybe_publish(now);
         // Save the routing table now and then, to rejoin after a restart.
         self.contacts_dirty = true;
         for i in self.table.stale_buckets(now, self.config.bucket_refresh) {
@@ -1276,7 +1598,8 @@ impl Node {
                     self.table.ping_result(&id, false, now);
                 }
             }
-            Purpose::FindNode(lookup) => {
+            Purpose::PutRecord => {}
+            Purpose::FindNode(lookup) | Purpose::FindRecord(lookup) => {
                 if let (Some(id), Some((l, _))) = (rpc.expect, self.lookups.get_mut(&lookup)) {
                     l.on_failure(&id);
                 }

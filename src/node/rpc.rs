@@ -32,6 +32,11 @@ pub(crate) enum Purpose {
     CheckOldest,
     /// One step of a lookup.
     FindNode(LookupId),
+    /// One step of a lookup that also asks for the target's identity record
+    /// (and a write token).
+    FindRecord(LookupId),
+    /// Publishing our identity record.
+    PutRecord,
     /// A request of the relay, and whether it serves our own messages.
     Relay(RelayRequest, bool),
 }
@@ -45,7 +50,11 @@ impl Purpose {
     pub(crate) fn own(self) -> bool {
         matches!(
             self,
-            Purpose::Bootstrap | Purpose::FindNode(_) | Purpose::Relay(_, true)
+            Purpose::Bootstrap
+                | Purpose::FindNode(_)
+                | Purpose::FindRecord(_)
+                | Purpose::PutRecord
+                | Purpose::Relay(_, true)
         )
     }
 
@@ -53,7 +62,9 @@ impl Purpose {
     fn wants_soft_timeout(self) -> bool {
         matches!(
             self,
-            Purpose::FindNode(_) | Purpose::Relay(RelayRequest::Store(_), _)
+            Purpose::FindNode(_)
+                | Purpose::FindRecord(_)
+                | Purpose::Relay(RelayRequest::Store(_), _)
         )
     }
 }

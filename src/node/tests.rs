@@ -4,7 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use super::*;
-use crate::message::Envelope;
+use crate::message::{Envelope, IdentityRecord};
 use crate::store::{self, MemoryStore, Store, StoreError};
 use crate::wire::StoreStatus;
 
@@ -55,6 +55,14 @@ fn pump(a: &mut Node, a_addr: SocketAddr, b: &mut Node, b_addr: SocketAddr, now:
         }
     }
     panic!("nodes never went quiet");
+}
+
+/// A message from `author` to node `seed`, sealed to it.
+fn sealed(author: &Identity, seed: u8, created: u64, text: &str) -> Envelope {
+    let to = Identity::from_seed([seed; 32]).public_key();
+    let mut rng = StdRng::from_seed([9; 32]);
+    crate::crypto::sealed_envelope(&mut rng, author, &to, created, 3600, 4, text.as_bytes())
+        .unwrap()
 }
 
 fn store_request(from: &Identity, txid: u64, e: &Envelope) -> Bytes {
@@ -225,14 +233,7 @@ fn nothing_is_confirmed_while_the_store_fails_and_all_of_it_once_it_works() {
     let now = Instant::now();
     let mut me = node(1, now);
     let author = Identity::from_seed([7; 32]);
-    let e = Envelope::sign(
-        &author,
-        me.address(),
-        DEFAULT_EPOCH_MS,
-        3600,
-        4,
-        Bytes::from_static(b"for me"),
-    );
+    let e = sealed(&author, 1, DEFAULT_EPOCH_MS, "for me");
     let mut disk = Flaky {
         failing: true,
         ..Flaky::default()
@@ -272,14 +273,7 @@ fn messages_wait_for_the_front_end_and_unshown_ones_come_back_after_a_crash() {
     let author = Identity::from_seed([7; 32]);
     let mut disk = MemoryStore::default();
     for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
-        let e = Envelope::sign(
-            &author,
-            me.address(),
-            DEFAULT_EPOCH_MS + i as u64,
-            3600,
-            4,
-            Bytes::from(text),
-        );
+        let e = sealed(&author, 1, DEFAULT_EPOCH_MS + i as u64, text);
         me.handle_datagram(now, wall(), addr(7), &store_request(&author, i as u64, &e));
         store::commit(&mut me, &mut disk).unwrap();
     }
@@ -343,4 +337,133 @@ fn requests_past_the_in_flight_cap_wait_instead_of_failing() {
     a.handle_timeout(t, wall());
     a.handle_timeout(t + Duration::from_secs(1), wall());
     assert_eq!(a.requests(), (4, 2));
+}
+
+/// The answer `n` sent (challenges it sent along are dropped).
+fn answer(n: &mut Node) -> Packet {
+    std::iter::from_fn(|| n.poll_transmit())
+        .filter_map(|t| wire::decode(&t.payload).ok())
+        .find(|p| !p.body.is_request())
+        .expect("an answer")
+}
+
+/// A request as a node sends it (padded, so that a node that has not
+/// verified us may answer it in full).
+fn request_from(from: &Identity, txid: u64, body: Body) -> Bytes {
+    let packet = Packet {
+        sender: from.address(),
+        txid,
+        challenge: None,
+        proof: None,
+        body,
+    };
+    wire::encode_padded(&packet, wire::PADDED_FIND_RECORD)
+}
+
+#[test]
+fn a_record_is_kept_only_with_the_token_given_to_its_endpoint() {
+    let now = Instant::now();
+    let mut a = node(1, now);
+    let x = Identity::from_seed([9; 32]);
+    let record = IdentityRecord::sign(&x, 5, DEFAULT_EPOCH_MS + 3_600_000);
+    // Ask first: the answer carries a token for this endpoint.
+    let find = request_from(
+        &x,
+        1,
+        Body::FindRecord {
+            target: x.address(),
+        },
+    );
+    a.handle_datagram(now, wall(), addr(9), &find);
+    let Body::Record {
+        record: None,
+        token: Some(token),
+        ..
+    } = answer(&mut a).body
+    else {
+        panic!("a record answer with a token and no record");
+    };
+    // The token from another endpoint is refused.
+    let put = |txid, token| {
+        request_from(
+            &x,
+            txid,
+            Body::PutRecord {
+                record: Box::new(record),
+                token,
+            },
+        )
+    };
+    a.handle_datagram(now, wall(), addr(10), &put(2, token));
+    assert_eq!(answer(&mut a).body, Body::RecordStored { stored: false });
+    assert_eq!(a.stats().dropped(DropReason::WrongToken), 1);
+    assert_eq!(a.record_for(&x.address()), None);
+    // From its own endpoint it is kept, and handed to whoever asks.
+    a.handle_datagram(now, wall(), addr(9), &put(3, token));
+    assert_eq!(answer(&mut a).body, Body::RecordStored { stored: true });
+    assert_eq!(a.record_for(&x.address()), Some(record));
+    let asker = Identity::from_seed([11; 32]);
+    let find = request_from(
+        &asker,
+        4,
+        Body::FindRecord {
+            target: x.address(),
+        },
+    );
+    a.handle_datagram(now, wall(), addr(11), &find);
+    assert!(matches!(
+        answer(&mut a).body,
+        Body::Record { record: Some(r), .. } if *r == record
+    ));
+    // A record signed by someone else for x's key is refused.
+    let mut forged = IdentityRecord::sign(&asker, 6, DEFAULT_EPOCH_MS + 3_600_000);
+    forged.key = x.public_key();
+    let find = request_from(
+        &asker,
+        5,
+        Body::FindRecord {
+            target: x.address(),
+        },
+    );
+    a.handle_datagram(now, wall(), addr(11), &find);
+    let Body::Record {
+        token: Some(t11), ..
+    } = answer(&mut a).body
+    else {
+        panic!("a token");
+    };
+    let put = request_from(
+        &asker,
+        6,
+        Body::PutRecord {
+            record: Box::new(forged),
+            token: t11,
+        },
+    );
+    a.handle_datagram(now, wall(), addr(11), &put);
+    assert_eq!(answer(&mut a).body, Body::RecordStored { stored: false });
+    assert_eq!(a.stats().dropped(DropReason::BadRecord), 1);
+    assert_eq!(
+        a.record_for(&x.address()),
+        Some(record),
+        "still the real one"
+    );
+}
+
+#[test]
+fn joining_publishes_the_record_at_the_bootstrap_node() {
+    let now = Instant::now();
+    let mut a = node(1, now);
+    let mut b = node(2, now);
+    b.bootstrap(now, wall(), vec![addr(1)]);
+    pump(&mut b, addr(2), &mut a, addr(1), now);
+    let r = a.record_for(&b.address()).expect("b's record at a");
+    assert_eq!(r.key, b.public_key());
+    assert!(r.verify());
+    // Each learned the other's key from its proof, so each can seal.
+    assert_eq!(
+        a.send(now, wall(), b.address(), Bytes::from_static(b"x"))
+            .map(|_| a.relay().drafts_count()),
+        Ok(0)
+    );
 }

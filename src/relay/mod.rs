@@ -11,6 +11,7 @@
 //! `Config` value. The unit tests in `tests.rs` drive it with no `Node`.
 
 mod acks;
+mod drafts;
 mod held;
 mod inbox;
 mod outbox;
@@ -30,6 +31,7 @@ pub use outbox::OutboxState;
 
 use crate::address::Address;
 use crate::config::Config;
+use crate::crypto::{self, MAX_TEXT};
 use crate::drops::DropReason;
 use crate::event::Event;
 use crate::identity::Identity;
@@ -37,15 +39,18 @@ use crate::limits::{Rate, TokenBuckets};
 use crate::message::{Ack, Envelope, MessageId};
 use crate::routing::{prefix, Prefix};
 use crate::wire::records::{
-    self, AckRecord, HeldRecord, InboxRecord, Op, OutboxRecord, SentState, Snapshot, Table,
-    TombstoneRecord,
+    self, AckRecord, DraftRecord, HeldRecord, InboxRecord, Op, OutboxRecord, SentState, Snapshot,
+    Table, TombstoneRecord,
 };
-use crate::wire::{Body, Contact, StoreStatus, MAX_BODY};
+use crate::wire::{Body, Contact, StoreStatus};
 use acks::{AckRoutes, HeldAck, IdMemory, Tombstone, Tombstones};
+use drafts::{Draft, Drafts, KeyBook};
+use ed25519_dalek::VerifyingKey;
 use held::{Held, HeldSet};
 use inbox::{Inbox, Received};
 use outbox::{Outbox, Outgoing};
 use route::{just_past, Route, ANYWHERE};
+use sha1::{Digest, Sha1};
 
 /// What the relay needs to know of the routing table.
 pub trait Peers {
@@ -118,6 +123,9 @@ pub enum Action {
     Cancel(RouteKey),
     /// Count a drop or refusal.
     Count(DropReason),
+    /// Find the public key of this address (its identity record); report
+    /// it with [`Relay::learn_key`].
+    FindKey(Address),
 }
 
 /// Why a message could not be sent.
@@ -125,7 +133,7 @@ pub enum Action {
 #[non_exhaustive]
 pub enum SendError {
     /// The text is over the size limit.
-    #[error("message of {0} bytes is over the {MAX_BODY}-byte limit")]
+    #[error("message of {0} bytes is over the {MAX_TEXT}-byte limit")]
     BodyTooLarge(usize),
     /// Sending to our own address.
     #[error("that is this node's own address")]
@@ -133,6 +141,9 @@ pub enum SendError {
     /// Too many undelivered messages.
     #[error("{0} messages are still undelivered; wait for some to be delivered or expire")]
     OutboxFull(usize),
+    /// The recipient's key cannot be sealed to.
+    #[error("the recipient's key cannot be used to seal a message")]
+    CannotSeal,
 }
 
 /// The store-and-forward state of one node.
@@ -163,6 +174,10 @@ pub struct Relay {
     routed: IdMemory<()>,
     /// Body bytes stored per second per source network.
     stored_bytes: TokenBuckets<Prefix>,
+    /// Our messages waiting for their recipient's key.
+    drafts: Drafts,
+    /// Public keys we know, to seal to.
+    keys: KeyBook,
     /// Messages created at or before this (ms) whose id we no longer
     /// remember count as already received: forgetting ids early (a full
     /// inbox) must not let an old message be shown twice.
@@ -199,6 +214,8 @@ impl Relay {
                 },
                 4096,
             ),
+            drafts: Drafts::default(),
+            keys: KeyBook::default(),
         }
     }
 
@@ -325,6 +342,17 @@ impl Relay {
                         OutboxState::Expired => SentState::Expired,
                         _ => SentState::Sent,
                     },
+                    user_id: (o.user_id != *id).then_some(o.user_id),
+                }
+                .encode()
+            }
+            Table::Drafts => {
+                let d = self.drafts.get(id)?;
+                DraftRecord {
+                    recipient: d.to,
+                    text: d.text.clone(),
+                    created_at_ms: d.created_at_ms,
+                    ttl_secs: d.ttl_secs,
                 }
                 .encode()
             }
@@ -349,13 +377,33 @@ impl Relay {
                         SentState::Delivered => OutboxState::Delivered,
                         SentState::Expired => OutboxState::Expired,
                     };
+                    let user_id = r.user_id.unwrap_or(r.envelope.id());
                     self.outbox.insert(Outgoing {
                         envelope: r.envelope,
                         state,
                         placing: BTreeSet::new(),
+                        user_id,
                     });
                 }
                 Err(e) => corrupt.push((Table::Outbox, key.clone(), value.clone(), e.to_string())),
+            }
+        }
+        for (key, value) in rows(Table::Drafts) {
+            match DraftRecord::decode(key, value) {
+                Ok(r) => {
+                    if let Some(id) = records::id_of_key(key) {
+                        self.drafts.insert(
+                            id,
+                            Draft {
+                                to: r.recipient,
+                                text: r.text,
+                                created_at_ms: r.created_at_ms,
+                                ttl_secs: r.ttl_secs,
+                            },
+                        );
+                    }
+                }
+                Err(e) => corrupt.push((Table::Drafts, key.clone(), value.clone(), e.to_string())),
             }
         }
         for (key, value) in rows(Table::Held) {
@@ -477,32 +525,75 @@ impl Relay {
 
     // ---- sending ----------------------------------------------------
 
-    /// Send `body` to `to`: sign it, keep it in the outbox, hold it, and
-    /// ask for a lookup of the recipient to place the first copies.
-    pub fn send(&mut self, ctx: &Ctx, to: Address, body: Bytes) -> Result<MessageId, SendError> {
-        if body.len() > MAX_BODY {
-            return Err(SendError::BodyTooLarge(body.len()));
+    /// Send `text` to `to`: seal it to the recipient's key, sign it, keep
+    /// it in the outbox, hold it, and ask for a lookup of the recipient to
+    /// place the first copies. Without the recipient's key the message
+    /// waits as a draft (reported with [`Event::MessageQueued`]) and is
+    /// sealed as soon as the key is learned. Returns the id the user will
+    /// know the message by.
+    pub fn send(&mut self, ctx: &Ctx, to: Address, text: Bytes) -> Result<MessageId, SendError> {
+        if text.len() > MAX_TEXT {
+            return Err(SendError::BodyTooLarge(text.len()));
         }
         if to == self.me {
             return Err(SendError::ToSelf);
         }
-        let pending = self.outbox.pending();
+        let pending = self.outbox.pending() + self.drafts.len();
         if pending >= self.config.max_outbox {
             return Err(SendError::OutboxFull(pending));
         }
-        let envelope = Envelope::sign(
-            ctx.identity,
+        let draft = Draft {
             to,
-            ctx.wall_ms,
-            self.config.default_ttl.as_secs().min(u64::from(u32::MAX)) as u32,
+            text,
+            created_at_ms: ctx.wall_ms,
+            ttl_secs: self.config.default_ttl.as_secs().min(u64::from(u32::MAX)) as u32,
+        };
+        let Some(key) = self.keys.get(&to).copied() else {
+            // A draft id: not the envelope's (there is none yet), unique.
+            let mut h = Sha1::new();
+            h.update(b"comm/v1/draft");
+            h.update(to.0);
+            h.update(draft.created_at_ms.to_be_bytes());
+            h.update(&draft.text);
+            h.update(self.rng.gen::<[u8; 8]>());
+            let mut id = [0u8; 20];
+            id.copy_from_slice(&h.finalize());
+            let id = MessageId(id);
+            self.drafts.insert(id, draft);
+            self.touch(Table::Drafts, id);
+            self.act(Action::Event(Event::MessageQueued { id, to }));
+            self.act(Action::FindKey(to));
+            return Ok(id);
+        };
+        self.place(ctx, &key, draft, None)
+    }
+
+    /// Seal `draft` to `key`, sign it and start placing it.
+    fn place(
+        &mut self,
+        ctx: &Ctx,
+        key: &VerifyingKey,
+        draft: Draft,
+        user_id: Option<MessageId>,
+    ) -> Result<MessageId, SendError> {
+        let to = draft.to;
+        let envelope = crypto::sealed_envelope(
+            &mut self.rng,
+            ctx.identity,
+            key,
+            draft.created_at_ms,
+            draft.ttl_secs,
             self.config.hop_limit,
-            body,
-        );
+            &draft.text,
+        )
+        .map_err(|_| SendError::CannotSeal)?;
         let id = envelope.id();
+        let user_id = user_id.unwrap_or(id);
         self.outbox.insert(Outgoing {
             envelope: envelope.clone(),
             state: OutboxState::Finding,
             placing: BTreeSet::new(),
+            user_id,
         });
         self.touch(Table::Outbox, id);
         for gone in self.outbox.trim(self.config.max_outbox) {
@@ -527,7 +618,38 @@ impl Relay {
         );
         self.touch(Table::Held, id);
         self.await_lookup(to, RouteKey { id, ack: false });
-        Ok(id)
+        Ok(user_id)
+    }
+
+    /// We learned a public key (a proof, a record, a message, our user):
+    /// remember it, and seal what waited for it.
+    pub fn learn_key(&mut self, ctx: &Ctx, key: VerifyingKey) {
+        let to = Address::of_key(key.as_bytes());
+        self.keys.learn(key, self.config.max_keys);
+        for id in self.drafts.for_recipient(&to) {
+            let Some(draft) = self.drafts.remove(&id) else {
+                continue;
+            };
+            self.touch(Table::Drafts, id);
+            if draft.expires_at_ms() <= ctx.wall_ms {
+                self.act(Action::Event(Event::MessageExpired { id }));
+                continue;
+            }
+            if self.place(ctx, &key, draft, Some(id)).is_err() {
+                self.count(DropReason::CannotSeal);
+            }
+        }
+    }
+
+    /// How many drafts wait for `to`'s key.
+    pub fn drafts_for(&self, to: &Address) -> usize {
+        self.drafts.for_recipient(to).len()
+    }
+
+    /// Recipients whose key we still look for (drafts wait for them),
+    /// in order.
+    pub fn wanted_keys(&self) -> Vec<Address> {
+        self.drafts.recipients()
     }
 
     fn await_lookup(&mut self, target: Address, key: RouteKey) {
@@ -604,9 +726,10 @@ impl Relay {
             ),
             None => (0, false),
         };
+        let user_id = o.user_id;
         self.outbox.set_state(&id, OutboxState::Sent);
         self.act(Action::Event(Event::MessageSent {
-            id,
+            id: user_id,
             to,
             relays,
             direct,
@@ -794,11 +917,15 @@ impl Relay {
 
     fn expire(&mut self, id: MessageId) {
         self.unhold(&id);
-        let pending = self.outbox.get(&id).is_some_and(|o| !o.state.is_finished());
-        if pending {
+        let pending = self
+            .outbox
+            .get(&id)
+            .filter(|o| !o.state.is_finished())
+            .map(|o| o.user_id);
+        if let Some(user_id) = pending {
             self.outbox.set_state(&id, OutboxState::Expired);
             self.touch(Table::Outbox, id);
-            self.act(Action::Event(Event::MessageExpired { id }));
+            self.act(Action::Event(Event::MessageExpired { id: user_id }));
         }
     }
 
@@ -814,6 +941,11 @@ impl Relay {
             .collect();
         for id in expired.into_iter().chain(self.outbox.expired(now_ms)) {
             self.expire(id);
+        }
+        for id in self.drafts.expired(now_ms) {
+            self.drafts.remove(&id);
+            self.touch(Table::Drafts, id);
+            self.act(Action::Event(Event::MessageExpired { id }));
         }
         for id in self.acks.expired(now_ms) {
             self.stop_routing(&id);
@@ -858,6 +990,13 @@ impl Relay {
         if let Some(reason) = self.invalid(ctx, &envelope) {
             self.count(reason);
             return StoreStatus::Refused;
+        }
+        // Its sender's key, proven by its signature: we can seal to it.
+        if !self.drafts.for_recipient(&envelope.sender()).is_empty() {
+            self.learn_key(ctx, *envelope.sender_key());
+        } else {
+            self.keys
+                .learn(*envelope.sender_key(), self.config.max_keys);
         }
         // 4. Delivery.
         if envelope.recipient() == self.me {
@@ -993,6 +1132,11 @@ impl Relay {
             self.count(DropReason::InboxFull);
             return StoreStatus::Busy;
         }
+        // Only a body sealed to us, for this very envelope, is a message.
+        if crypto::open_envelope(ctx.identity, &envelope).is_err() {
+            self.count(DropReason::Undecryptable);
+            return StoreStatus::Refused;
+        }
         let keep_until_ms = envelope
             .expires_at_ms()
             .saturating_add(self.config.tombstone_margin.as_millis() as u64);
@@ -1038,7 +1182,7 @@ impl Relay {
 
     /// Hand up to `n` unshown messages to the user, in the order they were
     /// written (once per run). Returns how many.
-    pub fn release_messages(&mut self, n: usize) -> usize {
+    pub fn release_messages(&mut self, me: &Identity, n: usize) -> usize {
         let mut released = 0;
         while released < n {
             let Some(id) = self.inbox.next_unshown() else {
@@ -1047,13 +1191,18 @@ impl Relay {
             let Some(e) = self.inbox.mark_shown(&id) else {
                 break;
             };
+            // Kept sealed, opened to be shown (it opened when accepted).
+            let Ok(text) = crypto::open_envelope(me, &e) else {
+                self.count(DropReason::Undecryptable);
+                continue;
+            };
             // Handed out, not yet shown: the front end records it shown
             // (`Table::Shown`) just before it shows it, so a crash between
             // here and the screen shows it again on start, never loses it.
             self.act(Action::Event(Event::MessageReceived {
                 id,
                 from: e.sender(),
-                body: e.body().clone(),
+                body: Bytes::from(text),
                 created_at_ms: e.created_at_ms(),
             }));
             released += 1;
@@ -1226,12 +1375,12 @@ impl Relay {
             .outbox
             .get(&ack.id)
             .filter(|o| o.state != OutboxState::Delivered)
-            .map(|o| o.envelope.recipient());
-        if let Some(to) = pending {
+            .map(|o| (o.envelope.recipient(), o.user_id));
+        if let Some((to, user_id)) = pending {
             self.first_round_done(ack.id);
             self.outbox.set_state(&ack.id, OutboxState::Delivered);
             self.touch(Table::Outbox, ack.id);
-            self.act(Action::Event(Event::Delivered { id: ack.id, to }));
+            self.act(Action::Event(Event::Delivered { id: user_id, to }));
         }
         if let Some(h) = self.unhold(&ack.id) {
             // Everyone we know has a copy or was sent one, but the bearer
@@ -1432,6 +1581,11 @@ impl Relay {
     /// Whether we hold a copy of message `id` to relay.
     pub fn holds(&self, id: &MessageId) -> bool {
         self.held.contains(id)
+    }
+
+    /// Our messages waiting for their recipient's key.
+    pub fn drafts_count(&self) -> usize {
+        self.drafts.len()
     }
 
     /// Held messages (including our own undelivered ones).

@@ -35,6 +35,9 @@ pub(crate) struct Outgoing {
     pub(crate) state: OutboxState,
     /// First-round peers whose answer is still awaited.
     pub(crate) placing: BTreeSet<Address>,
+    /// The id its user knows it by: the draft's, if it waited for a key,
+    /// else the envelope's.
+    pub(crate) user_id: MessageId,
 }
 
 /// The outbox: pending and finished messages.

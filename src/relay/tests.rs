@@ -72,28 +72,57 @@ fn author() -> Identity {
     Identity::from_seed([7; 32])
 }
 
+/// Identities of the tests (seeds 1 to 64); the relay knows their keys.
+fn known(to: &Address) -> Option<Identity> {
+    (1..=64u8)
+        .map(|i| Identity::from_seed([i; 32]))
+        .find(|i| i.address() == *to)
+}
+
+/// A known identity whose address differs from `me` in the first bit.
+fn far_identity(me: Address) -> Identity {
+    (2..=64u8)
+        .map(|i| Identity::from_seed([i; 32]))
+        .find(|i| (i.address().0[0] ^ me.0[0]) & 0x80 != 0)
+        .expect("one of 63 differs in its first bit")
+}
+
+/// A message from `author()` to `to`, its body sealed when `to` is one of
+/// the known identities (only the recipient opens it; relays never do).
 fn envelope(to: Address, text: &'static str) -> Envelope {
-    Envelope::sign(
-        &author(),
-        to,
-        NOW_MS,
-        3600,
-        4,
-        Bytes::from_static(text.as_bytes()),
-    )
+    envelope_at(to, NOW_MS, text)
+}
+
+/// As [`envelope`], created at `created` (ms).
+fn envelope_at(to: Address, created: u64, text: &str) -> Envelope {
+    let (ttl, hops) = (3600, 4);
+    let body = match known(&to) {
+        Some(r) => {
+            let aad = crypto::aad(&author().public_key(), &to, created, ttl, hops);
+            let mut rng = rand::rngs::StdRng::from_seed([5; 32]);
+            Bytes::from(crypto::seal(&mut rng, &r.public_key(), &aad, text.as_bytes()).unwrap())
+        }
+        None => Bytes::copy_from_slice(text.as_bytes()),
+    };
+    Envelope::sign(&author(), to, created, ttl, hops, body)
 }
 
 impl H {
     fn new(config: Config) -> H {
         let me = Identity::from_seed([1; 32]);
-        H {
+        let mut h = H {
             relay: Relay::new(&config, me.address(), [3; 32]),
             peers: FakePeers::default(),
             me,
             now: Instant::now(),
             wall_ms: NOW_MS,
             actions: Vec::new(),
+        };
+        for i in 2..=64u8 {
+            let key = Identity::from_seed([i; 32]).public_key();
+            h.run(|r, ctx| r.learn_key(ctx, key));
         }
+        h
     }
 
     fn addr(&self) -> Address {
@@ -562,7 +591,8 @@ fn a_full_relay_makes_room_from_the_largest_source_and_never_its_own() {
     let mut h = H::new(config);
     let me = h.addr();
     // Our own message, to the farthest possible recipient.
-    h.run(|r, ctx| r.send(ctx, far_from(me), Bytes::from_static(b"mine")))
+    let far = far_identity(me).address();
+    h.run(|r, ctx| r.send(ctx, far, Bytes::from_static(b"mine")))
         .expect("send");
     let a = on_net(near(me, 0xee), 1);
     let b = on_net(near(me, 0xed), 2);
@@ -695,10 +725,10 @@ fn delivery_stores_the_message_before_the_ack_and_shows_it_once_when_released() 
         StoreStatus::Acknowledged(_)
     ));
     // Released: shown once, marked shown.
-    assert_eq!(h.run(|r, _| r.release_messages(10)), 1);
+    assert_eq!(h.run(|r, ctx| r.release_messages(ctx.identity, 10)), 1);
     let shown = events(&h.take());
     assert!(matches!(&shown[..], [Event::MessageReceived { id, .. }] if *id == e.id()));
-    assert_eq!(h.run(|r, _| r.release_messages(10)), 0);
+    assert_eq!(h.run(|r, ctx| r.release_messages(ctx.identity, 10)), 0);
     // Recording it shown is the front end's (Table::Shown), just before it
     // shows it: the relay writes nothing more.
     assert!(h.writes().is_empty());
@@ -720,21 +750,13 @@ fn a_message_from_its_own_sender_needs_no_routed_ack() {
 fn catch_up_is_shown_in_writing_order() {
     let mut h = H::new(Config::default());
     let me = h.addr();
-    let a = author();
     let from = contact(near(me, 0xee), 200);
     for (t, text) in [(3, "third"), (1, "first"), (2, "second")] {
-        let e = Envelope::sign(
-            &a,
-            me,
-            NOW_MS + t,
-            3600,
-            4,
-            Bytes::from_static(text.as_bytes()),
-        );
+        let e = envelope_at(me, NOW_MS + t, text);
         assert!(matches!(h.store(from, &e, 0), StoreStatus::Delivered(_)));
     }
     h.take();
-    h.run(|r, _| r.release_messages(usize::MAX));
+    h.run(|r, ctx| r.release_messages(ctx.identity, usize::MAX));
     let texts: Vec<Bytes> = events(&h.take())
         .into_iter()
         .filter_map(|e| match e {
@@ -766,7 +788,7 @@ fn too_many_unshown_messages_are_answered_busy_and_pulled_later() {
     assert_eq!(h.store(from, &third, 0), StoreStatus::Busy);
     assert_eq!(counted(&h.take(), DropReason::InboxFull), 1);
     assert!(!h.relay.wants_pull());
-    h.run(|r, _| r.release_messages(2));
+    h.run(|r, ctx| r.release_messages(ctx.identity, 2));
     assert!(h.relay.wants_pull(), "room again: ask the relays");
     assert!(!h.relay.wants_pull());
     assert!(matches!(
@@ -900,7 +922,7 @@ fn the_sweep_forgets_tombstones_and_shown_messages_after_their_time() {
     let from = contact(near(me, 0xee), 200);
     let e = envelope(me, "x");
     assert!(matches!(h.store(from, &e, 0), StoreStatus::Delivered(_)));
-    h.run(|r, _| r.release_messages(1));
+    h.run(|r, ctx| r.release_messages(ctx.identity, 1));
     assert_eq!((h.relay.tombstone_count(), h.relay.inbox_count()), (1, 1));
     h.writes();
     // Message TTL 1 h plus the 1 h margin.
@@ -1116,15 +1138,14 @@ fn an_old_message_cannot_be_replayed_once_its_id_was_forgotten() {
     });
     let me = h.addr();
     let from = contact(near(me, 0xee), 200);
-    let a = author();
-    let old = Envelope::sign(&a, me, NOW_MS, 3600, 4, Bytes::from_static(b"old"));
+    let old = envelope_at(me, NOW_MS, "old");
     assert!(matches!(h.store(from, &old, 0), StoreStatus::Delivered(_)));
-    h.run(|r, _| r.release_messages(10));
+    h.run(|r, ctx| r.release_messages(ctx.identity, 10));
     // Junk pushes the old id out of the inbox.
     for (i, t) in ["j1", "j2"].into_iter().enumerate() {
-        let junk = Envelope::sign(&a, me, NOW_MS + 1 + i as u64, 3600, 4, Bytes::from(t));
+        let junk = envelope_at(me, NOW_MS + 1 + i as u64, t);
         assert!(matches!(h.store(from, &junk, 0), StoreStatus::Delivered(_)));
-        h.run(|r, _| r.release_messages(10));
+        h.run(|r, ctx| r.release_messages(ctx.identity, 10));
     }
     h.take();
     // The tombstone would catch a replay; take it away to test the floor.
@@ -1133,10 +1154,81 @@ fn an_old_message_cannot_be_replayed_once_its_id_was_forgotten() {
     let actions = h.take();
     assert_eq!(counted(&actions, DropReason::Replayed), 1);
     assert!(events(&actions).is_empty());
-    assert_eq!(h.run(|r, _| r.release_messages(10)), 0, "not shown again");
+    assert_eq!(
+        h.run(|r, ctx| r.release_messages(ctx.identity, 10)),
+        0,
+        "not shown again"
+    );
     // The floor survives a restart.
     let ops = h.writes();
     assert!(ops
         .iter()
         .any(|o| matches!(o, Op::Put(Table::Meta, k, _) if k == REPLAY_FLOOR_KEY)));
+}
+
+#[test]
+fn without_the_key_a_message_waits_as_a_draft_and_is_sealed_once_it_is_learned() {
+    let mut h = H::new(Config::default());
+    // Seed 99 is not among the keys the relay knows.
+    let stranger = Identity::from_seed([99; 32]);
+    let to = stranger.address();
+    let ns = h.neighbours(to, 2);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"secret words")))
+        .expect("send");
+    let actions = h.take();
+    assert_eq!(events(&actions), vec![Event::MessageQueued { id, to }]);
+    assert!(actions.contains(&Action::FindKey(to)));
+    assert!(stores(&actions).is_empty(), "nothing leaves unsealed");
+    assert_eq!(h.relay.wanted_keys(), vec![to]);
+    // The draft is on disk, so a crash does not lose it.
+    assert!(h
+        .writes()
+        .iter()
+        .any(|o| matches!(o, Op::Put(Table::Drafts, ..))));
+    // The key arrives (an identity record, a proof...): sealed and placed.
+    let key = stranger.public_key();
+    h.run(|r, ctx| r.learn_key(ctx, key));
+    assert!(h.relay.wanted_keys().is_empty());
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    let actions = h.take();
+    let bodies: Vec<Envelope> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request {
+                body: Body::Store { envelope, .. },
+                ..
+            } => Some((**envelope).clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    for e in &bodies {
+        assert!(!e.body().windows(b"secret".len()).any(|w| w == b"secret"));
+        assert_eq!(
+            crypto::open_envelope(&stranger, e).unwrap(),
+            b"secret words"
+        );
+    }
+    // The user's id stays the draft's: it is what Sent and Delivered name.
+    let sent: Vec<Event> = events(&actions);
+    assert!(sent
+        .iter()
+        .all(|e| !matches!(e, Event::MessageSent { id: other, .. } if *other != id)));
+}
+
+#[test]
+fn a_body_not_sealed_to_us_is_refused_not_shown() {
+    let mut h = H::new(Config::default());
+    let me = h.addr();
+    let from = contact(near(me, 0xee), 200);
+    // Signed by its sender, but the body is plaintext.
+    let plain = Envelope::sign(&author(), me, NOW_MS, 3600, 4, Bytes::from_static(b"hi"));
+    assert_eq!(h.store(from, &plain, 0), StoreStatus::Refused);
+    assert_eq!(counted(&h.take(), DropReason::Undecryptable), 1);
+    // Sealed to someone else and moved into an envelope for us.
+    let other = envelope(Identity::from_seed([2; 32]).address(), "not yours");
+    let moved = Envelope::sign(&author(), me, NOW_MS, 3600, 4, other.body().clone());
+    assert_eq!(h.store(from, &moved, 0), StoreStatus::Refused);
+    assert_eq!(h.run(|r, ctx| r.release_messages(ctx.identity, 10)), 0);
 }

@@ -280,6 +280,37 @@ impl Sim {
         self.with_node(i, |n, now, wall| n.bootstrap(now, wall, addrs));
     }
 
+    /// Node `from`'s user sends `text` to node `to`, giving its public key
+    /// as a user who has it from a contact card would (so the message is
+    /// sealed at once, even to a node that was never online).
+    pub fn send(
+        &mut self,
+        from: usize,
+        to: usize,
+        text: &'static [u8],
+    ) -> Result<crate::message::MessageId, NodeError> {
+        let key = self.nodes[to].node.public_key();
+        let address = self.nodes[to].node.address();
+        self.with_node(from, |n, now, wall| {
+            n.learn_key(now, wall, key);
+            n.send(now, wall, address, Bytes::from_static(text))
+        })
+    }
+
+    /// A message from `author` to node `to`, created now, sealed to it.
+    pub fn sealed(
+        &mut self,
+        author: &Identity,
+        to: usize,
+        ttl_secs: u32,
+        text: &[u8],
+    ) -> crate::message::Envelope {
+        let key = self.nodes[to].node.public_key();
+        let created = crate::node::unix_ms(self.wall());
+        crate::crypto::sealed_envelope(&mut self.rng, author, &key, created, ttl_secs, 4, text)
+            .expect("a node's key can be sealed to")
+    }
+
     /// Start a lookup of `target` on node `i`.
     pub fn lookup(&mut self, i: usize, target: Address) -> Result<LookupId, NodeError> {
         self.with_node(i, |n, now, wall| n.lookup(now, wall, target))

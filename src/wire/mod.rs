@@ -14,7 +14,7 @@ use prost::Message;
 
 use crate::address::Address;
 use crate::drops::DropReason;
-use crate::message::{Ack, Envelope, MessageId};
+use crate::message::{Ack, Envelope, IdentityRecord, MessageId};
 
 pub mod records;
 
@@ -36,6 +36,9 @@ pub const MAX_HOP_LIMIT: u32 = 16;
 
 /// Length of a challenge nonce in bytes.
 pub const CHALLENGE_LEN: usize = 16;
+
+/// Length of a record write token.
+pub const TOKEN_LEN: usize = 16;
 
 /// Most contacts a `Nodes` reply may carry (k on the wire). A node's own k
 /// may be smaller, never larger: receivers reject longer replies.
@@ -118,6 +121,32 @@ pub enum Body {
         /// Messages that follow as `Store` requests.
         count: u32,
     },
+    /// The identity record of `target`, and its closest contacts (request).
+    FindRecord {
+        /// The address whose record is wanted.
+        target: Address,
+    },
+    /// Answer to `FindRecord`.
+    Record {
+        /// The record, if the responder keeps one (not yet checked).
+        record: Option<Box<IdentityRecord>>,
+        /// At most k contacts closest to the target.
+        contacts: Vec<Contact>,
+        /// Write token for the requester's endpoint.
+        token: Option<[u8; TOKEN_LEN]>,
+    },
+    /// Keep this identity record (request).
+    PutRecord {
+        /// The record (not yet checked).
+        record: Box<IdentityRecord>,
+        /// The token the receiver gave this endpoint.
+        token: [u8; TOKEN_LEN],
+    },
+    /// Answer to `PutRecord`.
+    RecordStored {
+        /// Whether it is kept.
+        stored: bool,
+    },
 }
 
 /// What a node did with a `Store`.
@@ -145,6 +174,8 @@ impl Body {
                 | Body::Store { .. }
                 | Body::Acknowledge { .. }
                 | Body::Pull
+                | Body::FindRecord { .. }
+                | Body::PutRecord { .. }
         )
     }
 
@@ -161,6 +192,10 @@ impl Body {
             Body::Acknowledged { .. } => "acknowledged",
             Body::Pull => "pull",
             Body::Pulled { .. } => "pulled",
+            Body::FindRecord { .. } => "find_record",
+            Body::Record { .. } => "record",
+            Body::PutRecord { .. } => "put_record",
+            Body::RecordStored { .. } => "record_stored",
         }
     }
 }
@@ -245,6 +280,9 @@ pub enum WireError {
     /// A required nested message is missing.
     #[error("missing {0}")]
     Missing(&'static str),
+    /// A write token that is not 16 bytes.
+    #[error("token is {0} bytes, expected {TOKEN_LEN}")]
+    TokenLength(usize),
 }
 
 impl WireError {
@@ -268,6 +306,7 @@ impl WireError {
             WireError::BadTtl => DropReason::BadTtl,
             WireError::BadStatus => DropReason::BadStatus,
             WireError::Missing(_) => DropReason::MissingField,
+            WireError::TokenLength(_) => DropReason::BadToken,
         }
     }
 }
@@ -282,6 +321,22 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, WireError> {
     }
     let raw = proto::Packet::decode(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
     packet_from_proto(raw)
+}
+
+/// Decode a standalone identity record (as a contact card or a test vector
+/// carries it): sizes checked, signature and expiry not (see
+/// `RecordStore::valid`).
+pub fn decode_identity_record(bytes: &[u8]) -> Result<IdentityRecord, WireError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(WireError::Oversize(bytes.len()));
+    }
+    let raw = proto::IdentityRecord::decode(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    IdentityRecord::try_from(raw)
+}
+
+/// Encode a standalone identity record.
+pub fn encode_identity_record(r: &IdentityRecord) -> Bytes {
+    Bytes::from(record_to_proto(r).encode_to_vec())
 }
 
 /// Encode a packet. Packets built by this crate always fit [`MAX_DATAGRAM`]
@@ -325,6 +380,11 @@ pub fn encode_padded(packet: &Packet, min_len: usize) -> Bytes {
 /// and challenge it.
 pub const PADDED_REQUEST: usize = 210;
 
+/// Size `FindRecord` requests are padded to: a `Record` answer with a
+/// record, k contacts, a token and proof (661 bytes at most) and a
+/// challenge back (100) are under 3 times it.
+pub const PADDED_FIND_RECORD: usize = 260;
+
 /// Size bootstrap `Ping`s are padded to: the `Pong` with proof (148 bytes)
 /// and the challenge the responder sends back (53) are under 3 times it.
 pub const PADDED_PING: usize = 100;
@@ -355,6 +415,35 @@ impl TryFrom<proto::Endpoint> for SocketAddr {
             _ => return Err(WireError::BadEndpoint),
         };
         Ok(SocketAddr::new(ip, port))
+    }
+}
+
+fn token(bytes: &[u8]) -> Result<[u8; TOKEN_LEN], WireError> {
+    bytes
+        .try_into()
+        .map_err(|_| WireError::TokenLength(bytes.len()))
+}
+
+impl TryFrom<proto::IdentityRecord> for IdentityRecord {
+    type Error = WireError;
+
+    fn try_from(r: proto::IdentityRecord) -> Result<Self, WireError> {
+        Ok(IdentityRecord {
+            key: key(&r.key)?,
+            seq: r.seq,
+            expires_at_ms: r.expires_at_ms,
+            signature: signature(&r.signature)?,
+        })
+    }
+}
+
+/// The schema form of an identity record.
+pub fn record_to_proto(r: &IdentityRecord) -> proto::IdentityRecord {
+    proto::IdentityRecord {
+        key: Bytes::copy_from_slice(r.key.as_bytes()),
+        seq: r.seq,
+        expires_at_ms: r.expires_at_ms,
+        signature: Bytes::copy_from_slice(&r.signature.to_bytes()),
     }
 }
 
@@ -537,6 +626,43 @@ fn packet_from_proto(raw: proto::Packet) -> Result<Packet, WireError> {
         },
         B::Pull(_) => Body::Pull,
         B::Pulled(p) => Body::Pulled { count: p.count },
+        B::FindRecord(f) => Body::FindRecord {
+            target: address("target", &f.target)?,
+        },
+        B::Record(r) => {
+            let record = r
+                .record
+                .map(|r| IdentityRecord::try_from(r).map(Box::new))
+                .transpose()?;
+            if r.contacts.len() > MAX_CONTACTS {
+                return Err(WireError::TooManyContacts {
+                    got: r.contacts.len(),
+                    max: MAX_CONTACTS,
+                });
+            }
+            let contacts = r
+                .contacts
+                .into_iter()
+                .map(Contact::try_from)
+                .collect::<Result<_, _>>()?;
+            let token = if r.token.is_empty() {
+                None
+            } else {
+                Some(token(&r.token)?)
+            };
+            Body::Record {
+                record,
+                contacts,
+                token,
+            }
+        }
+        B::PutRecord(p) => Body::PutRecord {
+            record: Box::new(IdentityRecord::try_from(
+                p.record.ok_or(WireError::Missing("record"))?,
+            )?),
+            token: token(&p.token)?,
+        },
+        B::RecordStored(r) => Body::RecordStored { stored: r.stored },
         B::Ping(_) => Body::Ping,
         B::Pong(p) => Body::Pong {
             observed: p.observed.map(SocketAddr::try_from).transpose()?,
@@ -619,6 +745,25 @@ fn packet_to_proto(p: &Packet) -> proto::Packet {
         }),
         Body::Pull => B::Pull(proto::Pull {}),
         Body::Pulled { count } => B::Pulled(proto::Pulled { count: *count }),
+        Body::FindRecord { target } => B::FindRecord(proto::FindRecord {
+            target: Bytes::copy_from_slice(&target.0),
+        }),
+        Body::Record {
+            record,
+            contacts,
+            token,
+        } => B::Record(proto::Record {
+            record: record.as_deref().map(record_to_proto),
+            contacts: contacts.iter().map(contact_to_proto).collect(),
+            token: token
+                .map(|t| Bytes::copy_from_slice(&t))
+                .unwrap_or_default(),
+        }),
+        Body::PutRecord { record, token } => B::PutRecord(proto::PutRecord {
+            record: Some(record_to_proto(record)),
+            token: Bytes::copy_from_slice(token),
+        }),
+        Body::RecordStored { stored } => B::RecordStored(proto::RecordStored { stored: *stored }),
         Body::Ping => B::Ping(proto::Ping {}),
         Body::Pong { observed } => B::Pong(proto::Pong {
             observed: observed.as_ref().map(endpoint),
@@ -700,6 +845,32 @@ mod tests {
             },
             Body::Pull,
             Body::Pulled { count: 3 },
+            Body::FindRecord {
+                target: Address([5; 20]),
+            },
+            Body::Record {
+                record: Some(Box::new(IdentityRecord::sign(
+                    &Identity::from_seed([8; 32]),
+                    7,
+                    u64::MAX,
+                ))),
+                contacts: sample_contacts(8),
+                token: Some([9; TOKEN_LEN]),
+            },
+            Body::Record {
+                record: None,
+                contacts: vec![],
+                token: None,
+            },
+            Body::PutRecord {
+                record: Box::new(IdentityRecord::sign(
+                    &Identity::from_seed([8; 32]),
+                    7,
+                    u64::MAX,
+                )),
+                token: [1; TOKEN_LEN],
+            },
+            Body::RecordStored { stored: true },
         ]
     }
 
@@ -738,6 +909,42 @@ mod tests {
             assert!(bytes.len() <= MAX_DATAGRAM, "{} bytes", bytes.len());
             assert_eq!(decode(&bytes), Ok(p));
         }
+    }
+
+    #[test]
+    fn padded_lookup_requests_earn_their_largest_answer_and_a_challenge() {
+        let id = Identity::from_seed([3; 32]);
+        let answer = |body| {
+            encode(&Packet {
+                sender: id.address(),
+                txid: u64::MAX,
+                challenge: None,
+                proof: Some(Proof {
+                    key: id.public_key(),
+                    signature: id.sign(&proof_message(&[5; 16])),
+                }),
+                body,
+            })
+            .len()
+        };
+        // The largest contacts: IPv6 endpoints with the largest port.
+        let contacts: Vec<Contact> = (0..MAX_CONTACTS as u8)
+            .map(|i| Contact {
+                id: Address([i; 20]),
+                addr: "[2001:db8::1]:65535".parse().unwrap(),
+            })
+            .collect();
+        let nodes = answer(Body::Nodes {
+            contacts: contacts.clone(),
+        });
+        let record = answer(Body::Record {
+            record: Some(Box::new(IdentityRecord::sign(&id, u64::MAX, u64::MAX))),
+            contacts,
+            token: Some([0xff; TOKEN_LEN]),
+        });
+        assert_eq!((nodes, record), (522, 661));
+        assert!(nodes + PADDED_PING <= 3 * PADDED_REQUEST);
+        assert!(record + PADDED_PING <= 3 * PADDED_FIND_RECORD);
     }
 
     #[test]

@@ -38,11 +38,13 @@ pub enum Table {
     /// Records that could not be read back, kept aside for inspection
     /// under their table's name, a zero byte and their key.
     Damaged,
+    /// Our messages waiting for their recipient's key.
+    Drafts,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Held,
         Table::Acks,
         Table::Tombstones,
@@ -51,6 +53,7 @@ impl Table {
         Table::Shown,
         Table::Meta,
         Table::Damaged,
+        Table::Drafts,
     ];
 
     /// The table's stable name in a database.
@@ -64,6 +67,7 @@ impl Table {
             Table::Shown => "shown",
             Table::Meta => "meta",
             Table::Damaged => "damaged",
+            Table::Drafts => "drafts",
         }
     }
 }
@@ -162,6 +166,21 @@ pub struct OutboxRecord {
     pub envelope: Envelope,
     /// Its state.
     pub state: SentState,
+    /// The id its user knows it by, if not the envelope's.
+    pub user_id: Option<MessageId>,
+}
+
+/// A message of ours waiting for its recipient's key, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DraftRecord {
+    /// Its recipient.
+    pub recipient: crate::address::Address,
+    /// Its text (plaintext: the sender's own disk only).
+    pub text: Bytes,
+    /// When it was written, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Its lifetime in seconds.
+    pub ttl_secs: u32,
 }
 
 /// A received message as stored.
@@ -323,6 +342,10 @@ impl OutboxRecord {
                 SentState::Delivered => 2,
                 SentState::Expired => 3,
             },
+            user_id: self
+                .user_id
+                .map(|id| Bytes::copy_from_slice(&id.0))
+                .unwrap_or_default(),
         }
         .encode_to_vec()
     }
@@ -338,7 +361,39 @@ impl OutboxRecord {
             3 => SentState::Expired,
             other => return Err(invalid(format!("outbox state {other}"))),
         };
-        Ok(OutboxRecord { envelope, state })
+        let user_id = id_of_key(&r.user_id);
+        Ok(OutboxRecord {
+            envelope,
+            state,
+            user_id,
+        })
+    }
+}
+
+impl DraftRecord {
+    /// Encode.
+    pub fn encode(&self) -> Vec<u8> {
+        proto::DraftRecord {
+            recipient: Bytes::copy_from_slice(&self.recipient.0),
+            text: self.text.clone(),
+            created_at_ms: self.created_at_ms,
+            ttl_secs: self.ttl_secs,
+        }
+        .encode_to_vec()
+    }
+
+    /// Decode the record stored under `key` (its draft id).
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<DraftRecord, RecordError> {
+        let r: proto::DraftRecord = decode(value)?;
+        id_of_key(key).ok_or(RecordError::KeyMismatch)?;
+        let recipient = crate::address::Address::try_from(&r.recipient[..])
+            .map_err(|_| invalid("recipient is not 20 bytes"))?;
+        Ok(DraftRecord {
+            recipient,
+            text: r.text,
+            created_at_ms: r.created_at_ms,
+            ttl_secs: r.ttl_secs,
+        })
     }
 }
 
@@ -461,6 +516,7 @@ mod tests {
         let o = OutboxRecord {
             envelope: e.clone(),
             state: SentState::Delivered,
+            user_id: Some(MessageId([4; 20])),
         };
         assert_eq!(OutboxRecord::decode(&key(&id), &o.encode()), Ok(o));
         let i = InboxRecord {
