@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+
 use crate::message::{Envelope, MessageId};
 
 /// One received message.
@@ -11,6 +13,9 @@ use crate::message::{Envelope, MessageId};
 pub(crate) struct Received {
     /// The message, kept in memory only until it is shown.
     pub(crate) envelope: Option<Envelope>,
+    /// Its opened text, in memory only, from when it was accepted until it
+    /// is shown (after a restart it is opened again).
+    pub(crate) text: Option<Bytes>,
     pub(crate) created_at_ms: u64,
     pub(crate) keep_until_ms: u64,
 }
@@ -70,14 +75,15 @@ impl Inbox {
         self.unshown.first().map(|(_, id)| *id)
     }
 
-    /// Mark `id` shown; returns its message.
-    pub(crate) fn mark_shown(&mut self, id: &MessageId) -> Option<Envelope> {
+    /// Mark `id` shown; returns its message and its text if still known.
+    pub(crate) fn mark_shown(&mut self, id: &MessageId) -> Option<(Envelope, Option<Bytes>)> {
         let r = self.map.get_mut(id)?;
         let e = r.envelope.take()?;
+        let text = r.text.take();
         self.unshown.remove(&(r.created_at_ms, *id));
         self.shown.insert((r.keep_until_ms, *id));
         self.shown_by_age.insert((r.created_at_ms, *id));
-        Some(e)
+        Some((e, text))
     }
 
     /// Forget shown messages beyond `cap` entries in all, the oldest

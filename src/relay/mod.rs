@@ -489,6 +489,7 @@ impl Relay {
                         id,
                         Received {
                             envelope: if unshown { r.envelope } else { None },
+                            text: None,
                             created_at_ms,
                             keep_until_ms: r.keep_until_ms,
                         },
@@ -1133,10 +1134,10 @@ impl Relay {
             return StoreStatus::Busy;
         }
         // Only a body sealed to us, for this very envelope, is a message.
-        if crypto::open_envelope(ctx.identity, &envelope).is_err() {
+        let Ok(text) = crypto::open_envelope(ctx.identity, &envelope) else {
             self.count(DropReason::Undecryptable);
             return StoreStatus::Refused;
-        }
+        };
         let keep_until_ms = envelope
             .expires_at_ms()
             .saturating_add(self.config.tombstone_margin.as_millis() as u64);
@@ -1146,6 +1147,7 @@ impl Relay {
             Received {
                 created_at_ms: envelope.created_at_ms(),
                 envelope: Some(envelope.clone()),
+                text: Some(Bytes::from(text)),
                 keep_until_ms,
             },
         );
@@ -1188,13 +1190,19 @@ impl Relay {
             let Some(id) = self.inbox.next_unshown() else {
                 break;
             };
-            let Some(e) = self.inbox.mark_shown(&id) else {
+            let Some((e, text)) = self.inbox.mark_shown(&id) else {
                 break;
             };
-            // Kept sealed, opened to be shown (it opened when accepted).
-            let Ok(text) = crypto::open_envelope(me, &e) else {
-                self.count(DropReason::Undecryptable);
-                continue;
+            // Stored sealed; opened when accepted, and again after a restart.
+            let text = match text {
+                Some(t) => t,
+                None => match crypto::open_envelope(me, &e) {
+                    Ok(t) => Bytes::from(t),
+                    Err(_) => {
+                        self.count(DropReason::Undecryptable);
+                        continue;
+                    }
+                },
             };
             // Handed out, not yet shown: the front end records it shown
             // (`Table::Shown`) just before it shows it, so a crash between
@@ -1202,7 +1210,7 @@ impl Relay {
             self.act(Action::Event(Event::MessageReceived {
                 id,
                 from: e.sender(),
-                body: Bytes::from(text),
+                body: text,
                 created_at_ms: e.created_at_ms(),
             }));
             released += 1;
