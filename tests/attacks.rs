@@ -9,6 +9,8 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -631,6 +633,140 @@ fn an_unproven_source_gets_no_amplification() {
         quit(o);
     }
     quit(&mut r);
+}
+
+/// A Sybil: its own endpoint (a network of its own under
+/// `--loopback-per-port`), an identity it proves whenever challenged, and
+/// silence to everything else, so that requests to it hold a slot until
+/// they time out. It pings the victim every second to get back into its
+/// table after its silence got it dropped.
+fn sybil(victim: SocketAddr, stop: Arc<AtomicBool>) -> (Address, std::thread::JoinHandle<()>) {
+    let id = random_identity();
+    let address = id.address();
+    let handle = std::thread::spawn(move || {
+        let mut me = Attacker::new();
+        let mut last_ping = Instant::now() - Duration::from_secs(2);
+        let mut txid = 1u64;
+        while !stop.load(Ordering::Relaxed) {
+            if last_ping.elapsed() >= Duration::from_secs(1) {
+                let ping = wire::encode_padded(
+                    &Packet {
+                        sender: address,
+                        txid,
+                        challenge: None,
+                        proof: None,
+                        body: Body::Ping,
+                    },
+                    wire::PADDED_PING,
+                );
+                txid += 1;
+                me.send(victim, &ping);
+                last_ping = Instant::now();
+            }
+            for (from, p) in me.receive(Duration::from_millis(100)) {
+                if let (Body::Ping, Some(c)) = (&p.body, p.challenge) {
+                    let pong = wire::encode(&Packet {
+                        sender: address,
+                        txid: p.txid,
+                        challenge: None,
+                        proof: Some(Proof {
+                            key: id.public_key(),
+                            signature: id.sign(&proof_message(&c)),
+                        }),
+                        body: Body::Pong { observed: None },
+                    });
+                    me.send(from, &pong);
+                }
+            }
+        }
+    });
+    (address, handle)
+}
+
+/// Attack 9: Silent Sybils in the table, and a flood of messages for
+/// recipients next to them, must not hold up the node's own messages: the
+/// requests for others fill at most three quarters of the slots.
+#[test]
+fn silent_sybils_cannot_starve_a_nodes_own_messages() {
+    const SYBILS: usize = 48;
+    let (mut v, _, v_listen) = node("v", &["--set", "max_held=4096"]);
+    let via = v_listen.to_string();
+    let (mut r, _, _) = node("r", &[&via]);
+    r.wait_event("joined");
+    let r_key = key_of(&r);
+    // The flooder proves its address first, while the table has room for
+    // it: its Stores are then relayed at once.
+    let mut attacker = Attacker::new();
+    let mallory = random_identity();
+    attacker.prove(v_listen, &mallory, 0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sybils: Vec<(Address, std::thread::JoinHandle<()>)> =
+        (0..SYBILS).map(|_| sybil(v_listen, stop.clone())).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // Without the flood: how long the user's message takes to be placed
+    // with silent Sybils among the recipient's neighbours.
+    let t = Instant::now();
+    v.send(&format!("{} before", hex::encode(r_key.as_bytes())));
+    v.wait_event("sent");
+    let quiet = t.elapsed();
+    // The flooder hands over messages for recipients right next to the
+    // Sybils, so that the victim relays them at once, to the Sybils.
+    let mut most_open = 0;
+    let mut waited = None;
+    let mut txid = 10u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(12) {
+        for (i, (a, _)) in sybils.iter().enumerate() {
+            if i % 4 != (txid as usize) % 4 {
+                continue;
+            }
+            let e = envelope(&mallory, near(*a, (txid % 251) as u8), "hold a slot");
+            attacker.request(
+                v_listen,
+                mallory.address(),
+                txid,
+                Body::Store {
+                    envelope: Box::new(e),
+                    hops_left: 2,
+                },
+            );
+            txid += 1;
+        }
+        attacker.receive(Duration::from_millis(50));
+        let open = stats(&mut v)["requests_open"].as_u64().unwrap_or(0);
+        most_open = most_open.max(open);
+        // Once the slots for others are full, the user sends a message.
+        if waited.is_none() && open >= 150 {
+            let t = Instant::now();
+            v.send(&format!("{} mine", hex::encode(r_key.as_bytes())));
+            v.wait_event("sent");
+            waited = Some(t.elapsed());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (_, h) in sybils {
+        let _ = h.join();
+    }
+    let waited = waited.unwrap_or_else(|| panic!("the flood opened at most {most_open} requests"));
+    let texts: Vec<String> = (0..2)
+        .map(|_| {
+            r.wait_event("message")["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts, ["before", "mine"]);
+    println!(
+        "requests open at most {most_open}; own message sent after {waited:?} (without the flood {quiet:?})"
+    );
+    assert!(most_open <= 256);
+    assert!(
+        waited < quiet + Duration::from_secs(1),
+        "own message waited {waited:?}, {quiet:?} without the flood"
+    );
+    quit(&mut r);
+    quit(&mut v);
 }
 
 /// Attack 10: One endpoint is one identity: identities sharing an attacker's
