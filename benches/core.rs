@@ -167,7 +167,7 @@ fn bench(c: &mut Criterion) {
         Bytes::from(vec![b'x'; 1000]),
     );
     c.bench_function("verify a 1000-byte message", |b| {
-        b.iter(|| black_box(&envelope).verify())
+        b.iter(|| black_box(&envelope).verify(&comm::signing::ED25519))
     });
 
     let mut rng = StdRng::seed_from_u64(3);

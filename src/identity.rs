@@ -8,9 +8,10 @@ use std::io::Write;
 use std::path::Path;
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
 use crate::address::Address;
+use crate::signing::{Signatures, ED25519};
 
 /// Argon2id memory cost in KiB (64 MiB), from RFC 9106's second recommended setting.
 pub const KDF_MEMORY_KIB: u32 = 64 * 1024;
@@ -49,6 +50,9 @@ pub enum IdentityError {
 pub struct Identity {
     signing: SigningKey,
     address: Address,
+    /// How it signs and how its node verifies others: always Ed25519 but in
+    /// the simulator (see [`crate::signing`]).
+    signatures: &'static dyn Signatures,
 }
 
 impl std::fmt::Debug for Identity {
@@ -62,7 +66,23 @@ impl Identity {
     pub fn from_seed(seed: [u8; 32]) -> Identity {
         let signing = SigningKey::from_bytes(&seed);
         let address = Address::of_key(signing.verifying_key().as_bytes());
-        Identity { signing, address }
+        Identity {
+            signing,
+            address,
+            signatures: &ED25519,
+        }
+    }
+
+    /// The same identity signing with `signatures`: only the simulator
+    /// uses this, to give its nodes the cheap stand-in.
+    pub fn with_signatures(mut self, signatures: &'static dyn Signatures) -> Identity {
+        self.signatures = signatures;
+        self
+    }
+
+    /// The scheme this identity signs with, and its node verifies with.
+    pub fn signatures(&self) -> &'static dyn Signatures {
+        self.signatures
     }
 
     /// Derive the identity from a secret with Argon2id (parameters above).
@@ -144,7 +164,7 @@ impl Identity {
 
     /// Sign `message`.
     pub fn sign(&self, message: &[u8]) -> Signature {
-        self.signing.sign(message)
+        self.signatures.sign(&self.signing, message)
     }
 
     /// The X25519 secret that opens bodies sealed to this identity: the
@@ -165,10 +185,16 @@ pub fn proof_message(challenge: &[u8]) -> Vec<u8> {
     m
 }
 
-/// Check that `key` belongs to `address` and signed `message`.
-/// Uses strict verification, which rejects malleable and small-order forms.
-pub fn verify(address: &Address, key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
-    Address::of_key(key.as_bytes()) == *address && key.verify_strict(message, sig).is_ok()
+/// Check that `key` belongs to `address` and signed `message` (with
+/// Ed25519, strict verification rejects malleable and small-order forms).
+pub fn verify(
+    signatures: &dyn Signatures,
+    address: &Address,
+    key: &VerifyingKey,
+    message: &[u8],
+    sig: &Signature,
+) -> bool {
+    Address::of_key(key.as_bytes()) == *address && signatures.verify(key, message, sig)
 }
 
 #[cfg(test)]
@@ -199,9 +225,10 @@ mod tests {
         let b = Identity::from_seed([2; 32]);
         let msg = proof_message(&[9; 16]);
         let sig = a.sign(&msg);
-        assert!(verify(&a.address(), &a.public_key(), &msg, &sig));
-        assert!(!verify(&b.address(), &a.public_key(), &msg, &sig));
+        assert!(verify(&ED25519, &a.address(), &a.public_key(), &msg, &sig));
+        assert!(!verify(&ED25519, &b.address(), &a.public_key(), &msg, &sig));
         assert!(!verify(
+            &ED25519,
             &a.address(),
             &a.public_key(),
             &proof_message(&[8; 16]),

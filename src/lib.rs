@@ -25,6 +25,7 @@ pub mod relay;
 pub mod repl;
 pub mod routing;
 pub mod runtime;
+pub mod signing;
 pub mod sim;
 pub mod store;
 pub mod wire;

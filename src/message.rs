@@ -14,6 +14,7 @@ use sha1::{Digest, Sha1};
 
 use crate::address::Address;
 use crate::identity::Identity;
+use crate::signing::Signatures;
 
 /// Domain-separation prefix of the message signature.
 pub const ENVELOPE_DOMAIN: &[u8] = b"comm/v1/message";
@@ -243,11 +244,10 @@ impl Envelope {
             .saturating_add(u64::from(self.ttl_secs) * 1000)
     }
 
-    /// Whether the sender's signature is valid (strict verification).
-    pub fn verify(&self) -> bool {
-        self.sender_key
-            .verify_strict(&self.signed_bytes(), &self.signature)
-            .is_ok()
+    /// Whether the sender's signature is valid (with Ed25519: strict
+    /// verification).
+    pub fn verify(&self, signatures: &dyn Signatures) -> bool {
+        signatures.verify(&self.sender_key, &self.signed_bytes(), &self.signature)
     }
 }
 
@@ -302,19 +302,17 @@ impl Ack {
     }
 
     /// Whether the signature is valid for the key it carries.
-    pub fn verify(&self) -> bool {
-        self.recipient_key
-            .verify_strict(&self.signed_bytes(), &self.signature)
-            .is_ok()
+    pub fn verify(&self, signatures: &dyn Signatures) -> bool {
+        signatures.verify(&self.recipient_key, &self.signed_bytes(), &self.signature)
     }
 
     /// Whether this ack really acknowledges `envelope`: same id and sender,
     /// signed by the key behind the envelope's recipient address.
-    pub fn matches(&self, envelope: &Envelope) -> bool {
+    pub fn matches(&self, envelope: &Envelope, signatures: &dyn Signatures) -> bool {
         self.id == envelope.id()
             && self.sender == envelope.sender()
             && self.recipient() == envelope.recipient()
-            && self.verify()
+            && self.verify(signatures)
     }
 }
 
@@ -368,11 +366,9 @@ impl IdentityRecord {
         Address::of_key(self.key.as_bytes())
     }
 
-    /// Whether the signature is valid (strict verification).
-    pub fn verify(&self) -> bool {
-        self.key
-            .verify_strict(&self.signed_bytes(), &self.signature)
-            .is_ok()
+    /// Whether the signature is valid (with Ed25519: strict verification).
+    pub fn verify(&self, signatures: &dyn Signatures) -> bool {
+        signatures.verify(&self.key, &self.signed_bytes(), &self.signature)
     }
 }
 
@@ -396,7 +392,7 @@ mod tests {
         let a = Identity::from_seed([1; 32]);
         let b = Identity::from_seed([2; 32]);
         let e = env(&a, &b);
-        assert!(e.verify());
+        assert!(e.verify(&crate::signing::ED25519));
         assert_eq!(e.sender(), a.address());
         assert_eq!(e.expires_at_ms(), 1_700_000_000_000 + 3_600_000);
         let tampered = Envelope::from_parts(
@@ -408,7 +404,7 @@ mod tests {
             Bytes::from_static(b"ho"),
             *e.signature(),
         );
-        assert!(!tampered.verify());
+        assert!(!tampered.verify(&crate::signing::ED25519));
         assert_ne!(tampered.id(), e.id());
     }
 
@@ -416,15 +412,15 @@ mod tests {
     fn a_record_verifies_for_its_own_key_only() {
         let a = Identity::from_seed([1; 32]);
         let r = IdentityRecord::sign(&a, 5, 1000);
-        assert!(r.verify());
+        assert!(r.verify(&crate::signing::ED25519));
         assert_eq!(r.address(), a.address());
         let mut later = r;
         later.seq = 6;
-        assert!(!later.verify());
+        assert!(!later.verify(&crate::signing::ED25519));
         let b = Identity::from_seed([2; 32]);
         let mut stolen = IdentityRecord::sign(&b, 5, 1000);
         stolen.key = a.public_key();
-        assert!(!stolen.verify());
+        assert!(!stolen.verify(&crate::signing::ED25519));
     }
 
     #[test]
@@ -433,12 +429,12 @@ mod tests {
         let b = Identity::from_seed([2; 32]);
         let mallory = Identity::from_seed([3; 32]);
         let e = env(&a, &b);
-        assert!(Ack::sign(&b, &e).matches(&e));
-        assert!(!Ack::sign(&mallory, &e).matches(&e));
+        assert!(Ack::sign(&b, &e).matches(&e, &crate::signing::ED25519));
+        assert!(!Ack::sign(&mallory, &e).matches(&e, &crate::signing::ED25519));
         let other = env(&a, &mallory);
-        assert!(!Ack::sign(&b, &other).matches(&e));
+        assert!(!Ack::sign(&b, &other).matches(&e, &crate::signing::ED25519));
         let mut stretched = Ack::sign(&b, &e);
         stretched.expires_at_ms += 1;
-        assert!(!stretched.matches(&e));
+        assert!(!stretched.matches(&e, &crate::signing::ED25519));
     }
 }

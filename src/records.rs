@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::address::Address;
 use crate::message::IdentityRecord;
+use crate::signing::Signatures;
 use crate::wire::TOKEN_LEN;
 
 /// Why a record is not kept.
@@ -32,17 +33,25 @@ pub struct RecordStore {
     cap: usize,
     max_ttl_ms: u64,
     map: BTreeMap<Address, IdentityRecord>,
+    signatures: &'static dyn Signatures,
 }
 
 impl RecordStore {
     /// An empty store for node `me`, keeping at most `cap` records that
-    /// live at most `max_ttl` from when they are stored.
-    pub fn new(me: Address, cap: usize, max_ttl: Duration) -> RecordStore {
+    /// live at most `max_ttl` from when they are stored, checking their
+    /// signatures with `signatures`.
+    pub fn new(
+        me: Address,
+        cap: usize,
+        max_ttl: Duration,
+        signatures: &'static dyn Signatures,
+    ) -> RecordStore {
         RecordStore {
             me,
             cap,
             max_ttl_ms: max_ttl.as_millis() as u64,
             map: BTreeMap::new(),
+            signatures,
         }
     }
 
@@ -65,7 +74,7 @@ impl RecordStore {
     pub fn valid(&self, r: &IdentityRecord, now_ms: u64) -> bool {
         r.expires_at_ms > now_ms
             && r.expires_at_ms <= now_ms.saturating_add(self.max_ttl_ms)
-            && r.verify()
+            && r.verify(self.signatures)
     }
 
     /// Keep `r`, checked, if it is newer than what we keep for its address
@@ -171,7 +180,7 @@ mod tests {
     #[test]
     fn records_are_checked_replaced_by_newer_and_capped_by_distance() {
         let me = Address([0; 20]);
-        let mut store = RecordStore::new(me, 1, Duration::from_secs(100));
+        let mut store = RecordStore::new(me, 1, Duration::from_secs(100), &crate::signing::ED25519);
         let a = Identity::from_seed([1; 32]);
         let b = Identity::from_seed([2; 32]);
         let now = 1_000;

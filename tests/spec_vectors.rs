@@ -169,7 +169,7 @@ fn message_and_ack_vectors() {
     );
     let ack_sig = hex(&ack.signature.to_bytes());
     assert!(b_text.contains(&ack_sig[..64]) && b_text.contains(&ack_sig[64..]));
-    assert!(ack.matches(&e));
+    assert!(ack.matches(&e, &comm::signing::ED25519));
 }
 
 #[test]

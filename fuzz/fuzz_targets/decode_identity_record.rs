@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = decode_identity_record(data) {
         let again = decode_identity_record(&encode_identity_record(&r));
         assert_eq!(again, Ok(r));
-        let _ = r.verify();
+        let _ = r.verify(&comm::signing::ED25519);
         let _ = r.address();
     }
 });

@@ -295,7 +295,12 @@ impl Node {
             },
             rpcs: Rpcs::new(&config),
             relay: Relay::new(&config, me, rng.gen()),
-            records: RecordStore::new(me, config.max_records, config.max_record_ttl),
+            records: RecordStore::new(
+                me,
+                config.max_records,
+                config.max_record_ttl,
+                identity.signatures(),
+            ),
             tokens: Tokens::new(rng.gen(), now, config.token_rotation),
             lookup_tokens: BTreeMap::new(),
             key_lookups: BTreeMap::new(),
@@ -1327,6 +1332,7 @@ impl Node {
         let verified = match (rpc.challenge, &packet.proof) {
             (Some(challenge), Some(proof)) => {
                 if !identity::verify(
+                    self.identity.signatures(),
                     &packet.sender,
                     &proof.key,
                     &proof_message(&challenge),

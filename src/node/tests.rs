@@ -459,7 +459,7 @@ fn joining_publishes_the_record_at_the_bootstrap_node() {
     pump(&mut b, addr(2), &mut a, addr(1), now);
     let r = a.record_for(&b.address()).expect("b's record at a");
     assert_eq!(r.key, b.public_key());
-    assert!(r.verify());
+    assert!(r.verify(&crate::signing::ED25519));
     // Each learned the other's key from its proof, so each can seal.
     assert_eq!(
         a.send(now, wall(), b.address(), Bytes::from_static(b"x"))

@@ -974,7 +974,7 @@ impl Relay {
         let id = envelope.id();
         // 1. A late copy of an acknowledged message meets its ack.
         if let Some(t) = self.tombstones.get(&id) {
-            if t.ack.matches(&envelope) {
+            if t.ack.matches(&envelope, ctx.identity.signatures()) {
                 return StoreStatus::Acknowledged(Box::new(t.ack));
             }
             // A tombstone that does not match is a forgery: forget it.
@@ -1057,7 +1057,7 @@ impl Relay {
             Some(DropReason::FutureDated)
         } else if e.expires_at_ms() <= now_ms {
             Some(DropReason::Expired)
-        } else if !e.verify() {
+        } else if !e.verify(ctx.identity.signatures()) {
             Some(DropReason::BadMessageSignature)
         } else {
             None
@@ -1335,18 +1335,20 @@ impl Relay {
             .map(|h| &h.envelope)
             .or_else(|| self.outbox.get(&ack.id).map(|o| &o.envelope));
         let genuine = match (known, self.gone.get(&ack.id)) {
-            (Some(e), _) => Some(ack.matches(e)),
+            (Some(e), _) => Some(ack.matches(e, ctx.identity.signatures())),
             // A message we held: its recipient and sender are remembered.
-            (None, Some((recipient, sender))) => {
-                Some(ack.recipient() == *recipient && ack.sender == *sender && ack.verify())
-            }
+            (None, Some((recipient, sender))) => Some(
+                ack.recipient() == *recipient
+                    && ack.sender == *sender
+                    && ack.verify(ctx.identity.signatures()),
+            ),
             // Never seen: only the signature can be checked, and an ack
             // claiming a longer life than any message may have is bogus.
             (None, None) => {
                 let longest = ctx.wall_ms.saturating_add(
                     (self.config.max_ttl + self.config.clock_skew).as_millis() as u64,
                 );
-                if ack.expires_at_ms <= longest && ack.verify() {
+                if ack.expires_at_ms <= longest && ack.verify(ctx.identity.signatures()) {
                     None
                 } else {
                     Some(false)
@@ -1429,7 +1431,9 @@ impl Relay {
             StoreStatus::Delivered(ack) | StoreStatus::Acknowledged(ack) => {
                 // The recipient took it itself: the placement was direct.
                 if let Some(h) = self.held.get_mut(&id) {
-                    if peer.id == h.envelope.recipient() && ack.matches(&h.envelope) {
+                    if peer.id == h.envelope.recipient()
+                        && ack.matches(&h.envelope, ctx.identity.signatures())
+                    {
                         h.route.add_holder(peer, cap);
                     }
                 }

@@ -702,7 +702,7 @@ fn delivery_stores_the_message_before_the_ack_and_shows_it_once_when_released() 
     let StoreStatus::Delivered(ack) = status else {
         panic!("{status:?}");
     };
-    assert!(ack.matches(&e));
+    assert!(ack.matches(&e, &crate::signing::ED25519));
     let actions = h.take();
     // Not shown yet: it waits for the front end.
     assert!(events(&actions).is_empty());

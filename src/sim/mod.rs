@@ -14,6 +14,9 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub mod report;
+pub mod scenario;
+
 use crate::address::Address;
 use crate::config::Config;
 use crate::identity::Identity;
@@ -32,6 +35,9 @@ pub struct SimConfig {
     pub latency_max: Duration,
     /// Probability that a datagram is lost, 0.0 to 1.0.
     pub loss: f64,
+    /// How the simulated nodes sign and verify: Ed25519 unless the run
+    /// asks for the cheap stand-in ([`crate::signing::SIM_SIGNATURES`]).
+    pub signatures: &'static dyn crate::signing::Signatures,
 }
 
 impl Default for SimConfig {
@@ -41,6 +47,7 @@ impl Default for SimConfig {
             latency_min: Duration::from_millis(10),
             latency_max: Duration::from_millis(150),
             loss: 0.0,
+            signatures: &crate::signing::ED25519,
         }
     }
 }
@@ -56,6 +63,14 @@ pub struct SimStats {
     pub lost: u64,
     /// Datagrams that reached an offline node or an unknown address.
     pub unreachable: u64,
+    /// `Store` requests sent by nodes since replaced by a restart (their
+    /// `Node` counters went with them).
+    pub retired_stores: u64,
+    /// `Acknowledge` requests sent by nodes since replaced by a restart.
+    pub retired_acks: u64,
+    /// Actions that reached a node (datagrams handed to an online node and
+    /// timers fired): the simulator's unit of work.
+    pub events: u64,
 }
 
 /// How a simulated node behaves on the wire.
@@ -132,9 +147,37 @@ pub struct Sim {
     queue: BinaryHeap<Scheduled>,
     seq: u64,
     events: Vec<(usize, Event)>,
+    /// When each of `events` was emitted.
+    event_at: Vec<Instant>,
     stats: SimStats,
     /// Added to the wall clock (a suspend, an NTP step).
     wall_offset: Duration,
+    /// Running hash of every action processed, in order (see
+    /// [`Sim::trace_hash`]).
+    trace: u64,
+}
+
+/// Fold `word` into the running trace hash `h` (a multiply-xorshift mix:
+/// fast, stable across machines and Rust versions, not cryptographic).
+fn mix(h: u64, word: u64) -> u64 {
+    let mut x = (h ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^ (x >> 32)
+}
+
+/// Hash of a datagram's bytes, eight at a time.
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = mix(h, u64::from_le_bytes(w));
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(h, u64::from_le_bytes(last))
 }
 
 impl Sim {
@@ -151,8 +194,10 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             events: Vec::new(),
+            event_at: Vec::new(),
             stats: SimStats::default(),
             wall_offset: Duration::ZERO,
+            trace: 0,
         }
     }
 
@@ -180,6 +225,13 @@ impl Sim {
         self.now - self.start
     }
 
+    /// A hash of every action the run processed so far (when, to which
+    /// node, from where, and each datagram's bytes): the same seed and the
+    /// same calls give the same hash on any machine.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
     /// Network counters.
     pub fn stats(&self) -> &SimStats {
         &self.stats
@@ -202,7 +254,7 @@ impl Sim {
     /// written by its caller, not read from anywhere.
     pub fn add_node(&mut self, config: Config) -> usize {
         let i = self.nodes.len();
-        let identity = Identity::from_seed(self.rng.gen());
+        let identity = Identity::from_seed(self.rng.gen()).with_signatures(self.cfg.signatures);
         let node = match Node::new(config.clone(), identity.clone(), self.rng.gen(), self.now) {
             Ok(n) => n,
             Err(e) => panic!("simulated node: {e}"),
@@ -236,6 +288,8 @@ impl Sim {
             Ok(node) => node,
             Err(e) => panic!("simulated node: {e}"),
         };
+        self.stats.retired_stores += n.node.stats().stores_sent;
+        self.stats.retired_acks += n.node.stats().acks_sent;
         let snapshot = n.store.load().unwrap_or_default();
         let contacts = node.restore(now, wall, &snapshot);
         n.node = node;
@@ -244,6 +298,36 @@ impl Sim {
             n.node.bootstrap(now, wall, contacts);
         }
         self.flush(i);
+    }
+
+    /// Node `i` comes back after being offline the way a person reopens
+    /// the program: a fresh process restored from its stored records,
+    /// rejoining through its saved contacts.
+    pub fn relaunch(&mut self, i: usize) {
+        self.nodes[i].online = true;
+        self.restart(i);
+    }
+
+    /// `Store` and `Acknowledge` requests sent by every node so far,
+    /// restarts included: message and ack transfers.
+    pub fn transfers(&self) -> (u64, u64) {
+        let (mut stores, mut acks) = (self.stats.retired_stores, self.stats.retired_acks);
+        for n in &self.nodes {
+            stores += n.node.stats().stores_sent;
+            acks += n.node.stats().acks_sent;
+        }
+        (stores, acks)
+    }
+
+    /// The simulated nodes in node `i`'s routing table (its neighbours).
+    pub fn neighbours(&self, i: usize) -> Vec<usize> {
+        self.nodes[i]
+            .node
+            .table()
+            .buckets()
+            .flat_map(|(_, b)| b.entries.iter())
+            .filter_map(|e| self.by_addr.get(&e.contact.addr).copied())
+            .collect()
     }
 
     /// Node `i`.
@@ -483,7 +567,17 @@ impl Sim {
 
     /// Events emitted since the last call, with the index of their node.
     pub fn take_events(&mut self) -> Vec<(usize, Event)> {
+        self.event_at.clear();
         std::mem::take(&mut self.events)
+    }
+
+    /// Like [`Sim::take_events`], with the virtual time each was emitted.
+    pub fn take_timed_events(&mut self) -> Vec<(Instant, usize, Event)> {
+        let at = std::mem::take(&mut self.event_at);
+        at.into_iter()
+            .zip(std::mem::take(&mut self.events))
+            .map(|(t, (i, e))| (t, i, e))
+            .collect()
     }
 
     fn latency(&mut self, a: usize, b: usize) -> Duration {
@@ -547,6 +641,7 @@ impl Sim {
                 let _ = self.nodes[i].store.showing(&[*id]);
             }
             self.events.push((i, e));
+            self.event_at.push(self.now);
         }
         if let Some(t) = self.nodes[i].node.poll_timeout() {
             if self.nodes[i].timer != Some(t) {
@@ -567,13 +662,23 @@ impl Sim {
             return false;
         };
         self.now = self.now.max(s.at);
+        let at = (self.now - self.start).as_nanos() as u64;
         match s.action {
             Action::Deliver { to, from, payload } => {
+                let from_word = match from {
+                    SocketAddr::V4(a) => u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()),
+                    SocketAddr::V6(a) => hash_bytes(&a.ip().octets()) ^ u64::from(a.port()),
+                };
+                self.trace = mix(
+                    mix(mix(mix(self.trace, at), to as u64), from_word),
+                    hash_bytes(&payload),
+                );
                 if !self.nodes[to].online {
                     self.stats.unreachable += 1;
                     return true;
                 }
                 self.stats.delivered += 1;
+                self.stats.events += 1;
                 if self.nodes[to].behaviour == Behaviour::Attacker {
                     self.plunder(to, from, &payload);
                 }
@@ -587,6 +692,8 @@ impl Sim {
                 if self.nodes[node].timer != Some(s.at) || !self.nodes[node].online {
                     return true;
                 }
+                self.stats.events += 1;
+                self.trace = mix(mix(mix(self.trace, at), node as u64), u64::MAX);
                 self.nodes[node].timer = None;
                 let (now, wall) = (self.now, self.wall());
                 self.nodes[node].node.handle_timeout(now, wall);
