@@ -211,12 +211,13 @@ fn a_burst_of_1000_messages_is_delivered_exactly_once() {
     const N: usize = 1000;
     let mut b = Proc::start(&["--json", "burst-b", "127.0.0.1:0"]);
     let ready = b.wait_event("ready");
-    let b_address = ready["address"].as_str().expect("address").to_string();
+    // Sent by key, so each is sealed at once and keeps one id end to end.
+    let b_key = ready["key"].as_str().expect("key").to_string();
     let b_listen = ready["listen"].as_str().expect("listen").to_string();
     let mut a = Proc::start(&["--json", "burst-a", "127.0.0.1:0", &b_listen]);
     a.wait_event("joined");
     for i in 0..N {
-        a.send(&format!("{b_address} burst {i}"));
+        a.send(&format!("{b_key} burst {i}"));
     }
     let mut seen = std::collections::HashSet::new();
     let mut texts = std::collections::HashSet::new();

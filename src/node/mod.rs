@@ -257,6 +257,8 @@ pub struct Node {
     /// Emitted batches not yet reported durable (normally at most one).
     in_flight: BTreeMap<BatchId, Vec<Op>>,
     contacts_dirty: bool,
+    /// Fingerprint of the contacts last saved (see [`Node::maintenance`]).
+    contacts_saved: u64,
     /// How many more received messages the front end will take.
     message_credit: usize,
 }
@@ -330,6 +332,7 @@ impl Node {
             written: 0,
             in_flight: BTreeMap::new(),
             contacts_dirty: false,
+            contacts_saved: 0,
             message_credit: usize::MAX,
         })
     }
@@ -1149,7 +1152,7 @@ impl Node {
         // a spoofed one: we send it at most 3 times what it sent us.
         let proven = self.table.contains(&contact.id, &from) || self.verified.contains(&contact);
         if !proven {
-            self.unproven.received(from, len);
+            self.unproven.received(from, len, now);
         }
         let mut holding_for_it = false;
         let body = match packet.body {
@@ -1187,7 +1190,7 @@ impl Node {
                     let key = record.key;
                     match self.records.put(*record, self.wall_ms) {
                         Ok(()) => {
-                            with_relay!(self, now, |relay, ctx| relay.learn_key(&ctx, key));
+                            with_relay!(self, now, |relay, ctx| relay.offer_key(&ctx, key));
                             true
                         }
                         // We keep one at least as new.
@@ -1369,10 +1372,11 @@ impl Node {
             addr: from,
         };
         if verified {
-            // Its key, proven: messages can be sealed to it.
+            self.unproven.forget(&from);
+            // Its key, proven: drafts waiting for it can be sealed.
             if let Some(proof) = &packet.proof {
                 let key = proof.key;
-                with_relay!(self, now, |relay, ctx| relay.learn_key(&ctx, key));
+                with_relay!(self, now, |relay, ctx| relay.offer_key(&ctx, key));
             }
             self.offer(now, contact);
         } else {
@@ -1548,6 +1552,18 @@ impl Node {
         }
     }
 
+    /// A hash of the routing table's contacts (who and where).
+    fn contacts_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (_, b) in self.table.buckets() {
+            for e in b.entries() {
+                e.contact.hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
     fn maintenance(&mut self, now: Instant) {
         self.timers
             .set(Timer::Maintenance, now + self.config.refresh_check);
@@ -1555,10 +1571,16 @@ impl Node {
         let rng = &mut self.rng;
         self.tokens.rotate(now, || rng.gen());
         self.records.expire(self.wall_ms);
+        self.unproven.expire(now, peers::UNPROVEN_IDLE);
         self.retry_keys(now, false);
         self.maybe_publish(now);
-        // Save the routing table now and then, to rejoin after a restart.
-        self.contacts_dirty = true;
+        // Save the routing table now and then, to rejoin after a restart
+        // (when it changed: encoding it is most of a quiet node's work).
+        let fingerprint = self.contacts_fingerprint();
+        if fingerprint != self.contacts_saved {
+            self.contacts_saved = fingerprint;
+            self.contacts_dirty = true;
+        }
         for i in self.table.stale_buckets(now, self.config.bucket_refresh) {
             let target = self.me.random_in_bucket(i, &mut self.rng);
             if self.start_lookup(now, target, LookupKind::Refresh).is_err() {

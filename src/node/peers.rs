@@ -102,7 +102,8 @@ impl LookupCache {
 /// `AMPLIFICATION` times what it sent (anti-amplification, as in QUIC).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Unproven {
-    map: BTreeMap<SocketAddr, (u64, u64)>,
+    /// Bytes in, bytes out, and the last time either changed.
+    map: BTreeMap<SocketAddr, (u64, u64, Instant)>,
     order: VecDeque<SocketAddr>,
 }
 
@@ -113,9 +114,13 @@ pub(crate) const AMPLIFICATION: u64 = 3;
 /// starts again from nothing, which costs an attacker its credit too).
 const UNPROVEN_CAP: usize = 4096;
 
+/// An unproven endpoint's counts are forgotten after this long without a
+/// datagram either way (at the next maintenance tick).
+pub(crate) const UNPROVEN_IDLE: Duration = Duration::from_secs(120);
+
 impl Unproven {
-    /// `from` sent us `n` bytes.
-    pub(crate) fn received(&mut self, from: SocketAddr, n: usize) {
+    /// `from` sent us `n` bytes at `now`.
+    pub(crate) fn received(&mut self, from: SocketAddr, n: usize, now: Instant) {
         if !self.map.contains_key(&from) {
             while self.map.len() >= UNPROVEN_CAP {
                 match self.order.pop_front() {
@@ -127,13 +132,32 @@ impl Unproven {
             }
             self.order.push_back(from);
         }
-        self.map.entry(from).or_insert((0, 0)).0 += n as u64;
+        let e = self.map.entry(from).or_insert((0, 0, now));
+        e.0 += n as u64;
+        e.2 = now;
+    }
+
+    /// Forget endpoints idle for `idle` (`UNPROVEN_IDLE`) and `proven` ones:
+    /// forgetting never grants credit, since the count starts again from
+    /// zero received.
+    pub(crate) fn expire(&mut self, now: Instant, idle: Duration) {
+        self.map
+            .retain(|_, e| now.saturating_duration_since(e.2) < idle);
+        let map = &self.map;
+        self.order.retain(|a| map.contains_key(a));
+    }
+
+    /// `addr` proved it receives there: its counts are no longer needed.
+    pub(crate) fn forget(&mut self, addr: &SocketAddr) {
+        if self.map.remove(addr).is_some() {
+            self.order.retain(|a| a != addr);
+        }
     }
 
     /// How many more bytes we may send `to`.
     pub(crate) fn allowance(&self, to: &SocketAddr) -> u64 {
         match self.map.get(to) {
-            Some((i, o)) => (i * AMPLIFICATION).saturating_sub(*o),
+            Some((i, o, _)) => (i * AMPLIFICATION).saturating_sub(*o),
             None => 0,
         }
     }

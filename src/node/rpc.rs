@@ -437,15 +437,20 @@ impl Rpcs {
         timers.cancel(&Timer::Soft(txid));
         self.release_endpoint(&rpc.to);
         if self.late_cap > 0 {
-            while self.late.len() >= self.late_cap {
-                match self.late_order.pop_front() {
-                    Some(old) => {
-                        self.late.remove(&old);
-                    }
-                    None => break,
+            // Entries go in deadline order: forget those past theirs, then
+            // the oldest while full.
+            while let Some(old) = self.late_order.front().copied() {
+                let expired = self.late.get(&old).map_or(true, |(_, until)| *until <= now);
+                if !expired && self.late.len() < self.late_cap {
+                    break;
                 }
+                self.late_order.pop_front();
+                self.late.remove(&old);
             }
-            self.late.insert(txid, (rpc.clone(), now + self.timeout));
+            // The payload is not sent again: keep only what matches an answer.
+            let mut kept = rpc.clone();
+            kept.payload = Bytes::new();
+            self.late.insert(txid, (kept, now + self.timeout));
             self.late_order.push_back(txid);
         }
         self.promote(now, timers, sink);

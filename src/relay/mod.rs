@@ -642,6 +642,19 @@ impl Relay {
         }
     }
 
+    /// A key seen in passing (a contact's proof, a record kept for
+    /// others): remembered only if a draft waits for it, so that the keys
+    /// kept grow with the people this node writes to, not with traffic.
+    pub fn offer_key(&mut self, ctx: &Ctx, key: VerifyingKey) {
+        if !self
+            .drafts
+            .for_recipient(&Address::of_key(key.as_bytes()))
+            .is_empty()
+        {
+            self.learn_key(ctx, key);
+        }
+    }
+
     /// How many drafts wait for `to`'s key.
     pub fn drafts_for(&self, to: &Address) -> usize {
         self.drafts.for_recipient(to).len()

@@ -1,7 +1,6 @@
 //! One k-bucket: contacts in least-recently-seen order, a replacement cache
 //! and at most one candidate waiting while the oldest contact is pinged.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::prefix::{prefix, LoopbackPrefixes};
@@ -33,10 +32,12 @@ pub struct Pending {
 pub struct Bucket {
     /// Least recently seen first.
     pub(crate) entries: Vec<Entry>,
-    /// Verified contacts that did not fit; most recently seen last.
-    pub(crate) replacements: VecDeque<Contact>,
-    /// Newcomer waiting on a ping of the oldest entry.
-    pub(crate) pending: Option<Pending>,
+    /// Verified contacts that did not fit; most recently seen last (a few:
+    /// `replacement_cache`).
+    pub(crate) replacements: Vec<Contact>,
+    /// Newcomer waiting on a ping of the oldest entry (boxed: a table has
+    /// 160 buckets and few of them ever have one).
+    pub(crate) pending: Option<Box<Pending>>,
     /// Last time a lookup touched this bucket's range or a contact was added.
     pub(crate) last_activity: Instant,
 }
@@ -45,7 +46,7 @@ impl Bucket {
     pub(crate) fn new(now: Instant) -> Bucket {
         Bucket {
             entries: Vec::new(),
-            replacements: VecDeque::new(),
+            replacements: Vec::new(),
             pending: None,
             last_activity: now,
         }
@@ -94,9 +95,9 @@ impl Bucket {
             return;
         }
         while self.replacements.len() >= cap {
-            self.replacements.pop_front();
+            self.replacements.remove(0);
         }
-        self.replacements.push_back(contact);
+        self.replacements.push(contact);
     }
 
     /// Remove entry `i` and fill the slot from the pending candidate or the
@@ -130,7 +131,7 @@ impl Bucket {
                 .iter()
                 .rposition(|c| fits(&self.entries, c))
             {
-                next = self.replacements.remove(j);
+                next = Some(self.replacements.remove(j));
             }
         }
         match next {

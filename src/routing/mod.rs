@@ -241,10 +241,10 @@ impl RoutingTable {
             bucket.cache(contact, cap);
             return Insert::Cached;
         };
-        self.buckets[index].pending = Some(Pending {
+        self.buckets[index].pending = Some(Box::new(Pending {
             candidate: contact,
             oldest: oldest.id,
-        });
+        }));
         Insert::PingOldest { oldest }
     }
 

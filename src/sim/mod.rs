@@ -142,7 +142,7 @@ pub struct Sim {
     start: Instant,
     now: Instant,
     rng: StdRng,
-    nodes: Vec<SimNode>,
+    nodes: Vec<Box<SimNode>>,
     by_addr: HashMap<SocketAddr, usize>,
     queue: BinaryHeap<Scheduled>,
     seq: u64,
@@ -262,7 +262,7 @@ impl Sim {
         // One /24 per node, so the per-prefix bucket limit never bites.
         let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
         self.by_addr.insert(addr, i);
-        self.nodes.push(SimNode {
+        self.nodes.push(Box::new(SimNode {
             behaviour: Behaviour::Honest,
             loot: Vec::new(),
             node,
@@ -272,7 +272,7 @@ impl Sim {
             store: MemoryStore::default(),
             config,
             identity,
-        });
+        }));
         self.flush(i);
         i
     }
