@@ -319,7 +319,10 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, WireError> {
     if bytes.len() > MAX_DATAGRAM {
         return Err(WireError::Oversize(bytes.len()));
     }
-    let raw = proto::Packet::decode(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    // Decoded from one shared copy, so that every bytes field is a view
+    // into it rather than an allocation of its own.
+    let raw = proto::Packet::decode(Bytes::copy_from_slice(bytes))
+        .map_err(|e| WireError::Decode(e.to_string()))?;
     packet_from_proto(raw)
 }
 
@@ -488,9 +491,32 @@ impl TryFrom<proto::Proof> for Proof {
     }
 }
 
+/// Public keys decoded recently, per thread: decoding a key is a square
+/// root on the curve, and the same few hundred peers' keys arrive again and
+/// again in proofs. A pure memo: the answer is the same with or without it.
+/// Cleared whole when full (`KEY_CACHE` keys, at most about 4 MiB; a node
+/// that meets few peers keeps few).
+const KEY_CACHE: usize = 16384;
+
+thread_local! {
+    static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 fn key(bytes: &[u8]) -> Result<VerifyingKey, WireError> {
     let b: [u8; 32] = bytes.try_into().map_err(|_| WireError::BadKey)?;
-    VerifyingKey::from_bytes(&b).map_err(|_| WireError::BadKey)
+    if let Some(k) = KEYS.with(|c| c.borrow().get(&b).copied()) {
+        return Ok(k);
+    }
+    let k = VerifyingKey::from_bytes(&b).map_err(|_| WireError::BadKey)?;
+    KEYS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= KEY_CACHE {
+            c.clear();
+        }
+        c.insert(b, k);
+    });
+    Ok(k)
 }
 
 fn signature(bytes: &[u8]) -> Result<Signature, WireError> {
