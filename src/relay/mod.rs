@@ -160,6 +160,8 @@ pub struct Relay {
     awaiting: BTreeMap<Address, BTreeSet<RouteKey>>,
     /// Records to write (inbox records are encoded at once, see `eager`).
     dirty: BTreeSet<(Table, MessageId)>,
+    /// `Store`s received for a message already held (wasted transfers).
+    duplicate_stores: u64,
     /// Inbox writes encoded when they happened: a shown message's text is
     /// not kept in memory, so its record cannot be rebuilt later.
     eager: Vec<Op>,
@@ -201,6 +203,7 @@ impl Relay {
             inbox: Inbox::default(),
             awaiting: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            duplicate_stores: 0,
             eager: Vec::new(),
             actions: VecDeque::new(),
             refused_for_room: false,
@@ -997,6 +1000,7 @@ impl Relay {
         }
         // 2. A duplicate: its requester holds a copy.
         if self.held.contains(&id) {
+            self.duplicate_stores += 1;
             self.note_holder(ctx, id, from);
             return StoreStatus::Held;
         }
@@ -1005,10 +1009,11 @@ impl Relay {
             self.count(reason);
             return StoreStatus::Refused;
         }
-        // Its sender's key, proven by its signature: we can seal to it.
+        // Its sender's key, proven by its signature: the recipient keeps it
+        // to answer; a relay only if a draft of ours waits for it.
         if !self.drafts.for_recipient(&envelope.sender()).is_empty() {
             self.learn_key(ctx, *envelope.sender_key());
-        } else {
+        } else if envelope.recipient() == self.me {
             self.keys
                 .learn(*envelope.sender_key(), self.config.max_keys);
         }
@@ -1611,6 +1616,11 @@ impl Relay {
     /// Our messages waiting for their recipient's key.
     pub fn drafts_count(&self) -> usize {
         self.drafts.len()
+    }
+
+    /// `Store`s received for a message this node already held.
+    pub fn duplicate_stores(&self) -> u64 {
+        self.duplicate_stores
     }
 
     /// Held messages (including our own undelivered ones).

@@ -68,6 +68,8 @@ pub struct SimStats {
     pub retired_stores: u64,
     /// `Acknowledge` requests sent by nodes since replaced by a restart.
     pub retired_acks: u64,
+    /// `Store`s that found the copy already held, at nodes since restarted.
+    pub retired_duplicates: u64,
     /// Actions that reached a node (datagrams handed to an online node and
     /// timers fired): the simulator's unit of work.
     pub events: u64,
@@ -290,6 +292,7 @@ impl Sim {
         };
         self.stats.retired_stores += n.node.stats().stores_sent;
         self.stats.retired_acks += n.node.stats().acks_sent;
+        self.stats.retired_duplicates += n.node.relay().duplicate_stores();
         let snapshot = n.store.load().unwrap_or_default();
         let contacts = node.restore(now, wall, &snapshot);
         n.node = node;
@@ -317,6 +320,17 @@ impl Sim {
             acks += n.node.stats().acks_sent;
         }
         (stores, acks)
+    }
+
+    /// `Store`s that reached a node already holding the copy, restarts
+    /// included: transfers that changed nothing.
+    pub fn duplicate_stores(&self) -> u64 {
+        self.stats.retired_duplicates
+            + self
+                .nodes
+                .iter()
+                .map(|n| n.node.relay().duplicate_stores())
+                .sum::<u64>()
     }
 
     /// The simulated nodes in node `i`'s routing table (its neighbours).
