@@ -124,6 +124,11 @@ pub struct Config {
     pub bucket_refresh: Duration,
     /// How often the node checks for stale buckets. Default 60 s.
     pub refresh_check: Duration,
+    /// Shortest time between two snapshots of the routing table to disk
+    /// (taken at a maintenance tick, when it changed). Default 10 minutes:
+    /// under churn the table changes every minute, and a restart needs only
+    /// a few of its contacts to answer.
+    pub contacts_snapshot: Duration,
     /// First wait before retrying bootstrap while the routing table is
     /// empty. Default 15 s; doubles up to `bootstrap_retry_max`.
     pub bootstrap_retry: Duration,
@@ -261,6 +266,7 @@ impl Default for Config {
             liveness_checks_per_sec: 4,
             bucket_refresh: Duration::from_secs(3600),
             refresh_check: Duration::from_secs(60),
+            contacts_snapshot: Duration::from_secs(600),
             bootstrap_retry: Duration::from_secs(15),
             bootstrap_retry_max: Duration::from_secs(600),
             verified_cache: 256,

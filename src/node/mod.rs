@@ -257,8 +257,9 @@ pub struct Node {
     /// Emitted batches not yet reported durable (normally at most one).
     in_flight: BTreeMap<BatchId, Vec<Op>>,
     contacts_dirty: bool,
-    /// Fingerprint of the contacts last saved (see [`Node::maintenance`]).
-    contacts_saved: u64,
+    /// Fingerprint of the contacts last saved, and when (see
+    /// [`Node::maintenance`]).
+    contacts_saved: (u64, Option<Instant>),
     /// How many more received messages the front end will take.
     message_credit: usize,
 }
@@ -332,7 +333,7 @@ impl Node {
             written: 0,
             in_flight: BTreeMap::new(),
             contacts_dirty: false,
-            contacts_saved: 0,
+            contacts_saved: (0, None),
             message_credit: usize::MAX,
         })
     }
@@ -1575,11 +1576,17 @@ impl Node {
         self.retry_keys(now, false);
         self.maybe_publish(now);
         // Save the routing table now and then, to rejoin after a restart
-        // (when it changed: encoding it is most of a quiet node's work).
-        let fingerprint = self.contacts_fingerprint();
-        if fingerprint != self.contacts_saved {
-            self.contacts_saved = fingerprint;
-            self.contacts_dirty = true;
+        // (when it changed, and not more often than `contacts_snapshot`:
+        // encoding it is much of a quiet node's work).
+        let due = self.contacts_saved.1.map_or(true, |at| {
+            now.saturating_duration_since(at) >= self.config.contacts_snapshot
+        });
+        if due {
+            let fingerprint = self.contacts_fingerprint();
+            if fingerprint != self.contacts_saved.0 {
+                self.contacts_saved = (fingerprint, Some(now));
+                self.contacts_dirty = true;
+            }
         }
         for i in self.table.stale_buckets(now, self.config.bucket_refresh) {
             let target = self.me.random_in_bucket(i, &mut self.rng);

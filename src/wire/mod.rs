@@ -356,26 +356,21 @@ pub fn encode_padded(packet: &Packet, min_len: usize) -> Bytes {
     let target = min_len.min(MAX_DATAGRAM);
     let bare = raw.encoded_len();
     if bare < target {
-        // The field's tag and length cost 2 or 3 bytes: aim, then correct.
-        let mut n = target.saturating_sub(bare + 2);
-        for _ in 0..3 {
-            raw.padding = Bytes::from(vec![0u8; n]);
-            let len = raw.encoded_len();
-            if len == target {
-                break;
-            }
-            n = if len < target {
-                n + (target - len)
-            } else {
-                n.saturating_sub(len - target)
-            };
+        // The padding field costs a 1-byte tag, its length as a varint (1
+        // or 2 bytes below 16384) and its zeros: the fewest zeros that reach
+        // the target (exactly, unless the varint's growth skips it).
+        let total = |n: usize| bare + 1 + if n < 128 { 1 } else { 2 } + n;
+        let mut n = target.saturating_sub(bare + 3);
+        while total(n) < target {
+            n += 1;
         }
-        if raw.encoded_len() < target {
-            raw.padding = Bytes::from(vec![0u8; n + 1]);
-        }
+        raw.padding = Bytes::from_static(&ZEROS[..n.min(ZEROS.len())]);
     }
     Bytes::from(raw.encode_to_vec())
 }
+
+/// Zeros to pad with, shared by every padded request.
+static ZEROS: [u8; MAX_DATAGRAM] = [0; MAX_DATAGRAM];
 
 /// Size `FindNode` requests are padded to: a `Nodes` answer with proof (522
 /// bytes at most) and a challenge back (100) are under 3 times it, so a
