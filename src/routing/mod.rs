@@ -12,8 +12,25 @@ use std::time::{Duration, Instant};
 pub use bucket::{Bucket, Entry, Pending};
 pub use prefix::{prefix, LoopbackPrefixes, Prefix};
 
-use crate::address::{Address, ADDRESS_BITS};
+use crate::address::{Address, Distance, ADDRESS_BITS};
 use crate::wire::Contact;
+
+/// `a XOR b` as a number that compares like the distance (big-endian), in
+/// three machine words instead of a 20-byte `memcmp`.
+fn distance_key(a: &Address, b: &Address) -> (u64, u64, u32) {
+    let d = a.distance(b).0;
+    let mut hi = [0u8; 8];
+    let mut mid = [0u8; 8];
+    let mut lo = [0u8; 4];
+    hi.copy_from_slice(&d[..8]);
+    mid.copy_from_slice(&d[8..16]);
+    lo.copy_from_slice(&d[16..]);
+    (
+        u64::from_be_bytes(hi),
+        u64::from_be_bytes(mid),
+        u32::from_be_bytes(lo),
+    )
+}
 
 /// What happened to a contact offered to the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,8 +116,122 @@ pub struct RoutingTable {
     me: Address,
     policy: TablePolicy,
     buckets: Vec<Bucket>,
+    /// Bit `i` set: bucket `i` holds at least one contact. Lets
+    /// [`RoutingTable::closest`] skip empty buckets without touching them.
+    occupied: BucketSet,
     len: usize,
     checks: CheckRate,
+}
+
+/// A set of bucket indices (0..160) as three 64-bit words, bit `i` of the
+/// set in bit `i % 64` of word `i / 64`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct BucketSet([u64; 3]);
+
+impl BucketSet {
+    fn set(&mut self, i: usize, on: bool) {
+        let bit = 1u64 << (i % 64);
+        if on {
+            self.0[i / 64] |= bit;
+        } else {
+            self.0[i / 64] &= !bit;
+        }
+    }
+
+    /// The bits of a distance: bit `i` is bit `i` of the 160-bit number
+    /// (0 = least significant), the bucket index it selects.
+    fn of_distance(d: &Distance) -> BucketSet {
+        let b = &d.0;
+        let word = |at: usize, len: usize| {
+            b[at..at + len]
+                .iter()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+        };
+        BucketSet([word(12, 8), word(4, 8), word(0, 4)])
+    }
+
+    fn and(self, other: BucketSet) -> BucketSet {
+        BucketSet([
+            self.0[0] & other.0[0],
+            self.0[1] & other.0[1],
+            self.0[2] & other.0[2],
+        ])
+    }
+
+    fn and_not(self, other: BucketSet) -> BucketSet {
+        BucketSet([
+            self.0[0] & !other.0[0],
+            self.0[1] & !other.0[1],
+            self.0[2] & !other.0[2],
+        ])
+    }
+
+    /// Remove and return the highest index in the set.
+    fn pop_highest(&mut self) -> Option<usize> {
+        for w in (0..3).rev() {
+            let m = self.0[w];
+            if m != 0 {
+                let bit = 63 - m.leading_zeros() as usize;
+                self.0[w] &= !(1u64 << bit);
+                return Some(w * 64 + bit);
+            }
+        }
+        None
+    }
+
+    /// Remove and return the lowest index in the set.
+    fn pop_lowest(&mut self) -> Option<usize> {
+        for w in 0..3 {
+            let m = self.0[w];
+            if m != 0 {
+                let bit = m.trailing_zeros() as usize;
+                self.0[w] &= m - 1;
+                return Some(w * 64 + bit);
+            }
+        }
+        None
+    }
+}
+
+/// The non-empty buckets in order of XOR distance from a target, nearest
+/// first, without looking at their contents (libp2p's
+/// `ClosestBucketsIter`). With `d` = our address XOR the target, bucket
+/// `i` holds the contacts `c` whose `c XOR me` has its highest set bit at
+/// `i`, so `c XOR target = (c XOR me) XOR d`:
+///
+/// - if bit `i` of `d` is set, the distances in bucket `i` agree with `d`
+///   above bit `i` and have bit `i` clear: every bucket `j < i` has bit `i`
+///   set in its distances (it agrees with `d` there), every bucket above
+///   `i` differs from `d` higher up. So the buckets at the set bits of `d`
+///   come first, highest index first (the target's own bucket leads);
+/// - if bit `i` of `d` is clear, bucket `i`'s distances have bit `i` set
+///   where every bucket below agrees with `d` (clear): they are farther
+///   than all lower buckets. So the buckets at the clear bits of `d` follow,
+///   lowest index first.
+///
+/// The distance ranges of different buckets never overlap, so once whole
+/// buckets have yielded `n` contacts, no later bucket holds a nearer one.
+struct ClosestBuckets {
+    set: BucketSet,
+    clear: BucketSet,
+}
+
+impl ClosestBuckets {
+    fn new(occupied: BucketSet, d: &Distance) -> ClosestBuckets {
+        let bits = BucketSet::of_distance(d);
+        ClosestBuckets {
+            set: occupied.and(bits),
+            clear: occupied.and_not(bits),
+        }
+    }
+}
+
+impl Iterator for ClosestBuckets {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        self.set.pop_highest().or_else(|| self.clear.pop_lowest())
+    }
 }
 
 impl RoutingTable {
@@ -115,8 +246,16 @@ impl RoutingTable {
             },
             policy,
             buckets: (0..ADDRESS_BITS).map(|_| Bucket::new(now)).collect(),
+            occupied: BucketSet::default(),
             len: 0,
         }
+    }
+
+    /// Bring the occupancy bit of bucket `index` up to date after a change
+    /// to its entries.
+    fn note(&mut self, index: usize) {
+        let on = !self.buckets[index].entries.is_empty();
+        self.occupied.set(index, on);
     }
 
     fn prefix_full(&self, index: usize, addr: &SocketAddr, except: Option<&Address>) -> bool {
@@ -232,6 +371,7 @@ impl RoutingTable {
             });
             bucket.replacements.retain(|c| c.id != contact.id);
             self.len += 1;
+            self.note(index);
             return Insert::Added;
         }
         let doubtful = bucket.doubtful(now, fresh);
@@ -298,6 +438,7 @@ impl RoutingTable {
                 self.len += 1;
             }
         }
+        self.note(index);
     }
 
     /// Record a failed request to `id`. After `max_failures` in a row the
@@ -319,22 +460,34 @@ impl RoutingTable {
         if !bucket.evict_at(i, now, self.policy.max_per_prefix, self.policy.loopback) {
             self.len -= 1;
         }
+        self.note(index);
         Some(removed)
     }
 
     /// Up to `n` contacts closest to `target`, closest first.
     pub fn closest(&self, target: &Address, n: usize) -> Vec<Contact> {
-        let mut all: Vec<Contact> = self
-            .buckets
-            .iter()
-            .flat_map(|b| b.entries.iter().map(|e| e.contact))
-            .collect();
-        if all.len() > n {
-            all.select_nth_unstable_by_key(n, |c| c.id.distance(target));
-            all.truncate(n);
+        let mut out = Vec::with_capacity(n.min(self.len) + self.policy.k);
+        self.closest_into(target, n, &mut out);
+        out
+    }
+
+    /// [`RoutingTable::closest`] into a caller's buffer (cleared first), so
+    /// that a caller answering many requests allocates nothing. Walks the
+    /// buckets nearest first and stops after the bucket that brings the
+    /// count to `n`: only those few candidates are sorted.
+    pub fn closest_into(&self, target: &Address, n: usize, out: &mut Vec<Contact>) {
+        out.clear();
+        if n == 0 {
+            return;
         }
-        all.sort_by_key(|c| c.id.distance(target));
-        all
+        for i in ClosestBuckets::new(self.occupied, &self.me.distance(target)) {
+            out.extend(self.buckets[i].entries.iter().map(|e| e.contact));
+            if out.len() >= n {
+                break;
+            }
+        }
+        out.sort_unstable_by_key(|c| distance_key(&c.id, target));
+        out.truncate(n);
     }
 
     /// Buckets to refresh: idle for `age`, and no nearer than the nearest
@@ -573,6 +726,107 @@ mod tests {
                 now
             ) == Insert::Rejected
         );
+    }
+
+    /// Every contact in the table, sorted by distance to `target`.
+    fn brute_force(t: &RoutingTable, target: &Address, n: usize) -> Vec<Contact> {
+        let mut all: Vec<Contact> = t
+            .buckets()
+            .flat_map(|(_, b)| b.entries().iter().map(|e| e.contact))
+            .collect();
+        all.sort_by_key(|c| c.id.distance(target));
+        all.truncate(n);
+        all
+    }
+
+    #[test]
+    fn closest_walks_buckets_in_distance_order_like_a_full_sort() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        let now = Instant::now();
+        let mut buf = Vec::new();
+        for round in 0..200 {
+            let me = Address::random(&mut rng);
+            let mut t = RoutingTable::new(me, policy(8, 8), now);
+            // From empty to a few hundred contacts, spread over near and
+            // far buckets (random ids alone would only fill the far ones).
+            let offers = [0, 1, 3, 10, 40, 200, 600][round % 7];
+            for j in 0..offers {
+                let bucket = if rng.gen_bool(0.5) {
+                    rng.gen_range(0..ADDRESS_BITS)
+                } else {
+                    rng.gen_range(130..ADDRESS_BITS)
+                };
+                let id = me.random_in_bucket(bucket, &mut rng);
+                let addr = SocketAddr::from(([10, (j >> 8) as u8, j as u8, 1], 4000));
+                t.insert(Contact { id, addr }, now);
+            }
+            // Some contacts fail (their slots go to replacements or stay
+            // empty) and some liveness checks end, so buckets also empty.
+            let ids: Vec<Address> = t
+                .buckets()
+                .flat_map(|(_, b)| b.entries().iter().map(|e| e.contact.id))
+                .collect();
+            for id in &ids {
+                if rng.gen_bool(0.7) {
+                    continue;
+                }
+                if rng.gen_bool(0.5) {
+                    t.failed(id, 1, now);
+                } else {
+                    t.ping_result(id, rng.gen_bool(0.5), now);
+                }
+            }
+            let mut occupied = BucketSet::default();
+            for (i, b) in t.buckets() {
+                occupied.set(i, !b.entries().is_empty());
+            }
+            assert_eq!(t.occupied, occupied);
+            // Targets anywhere, next to us, in the table, and ourselves.
+            let mut targets = vec![Address::random(&mut rng), me];
+            targets.push(me.random_in_bucket(rng.gen_range(0..ADDRESS_BITS), &mut rng));
+            if let Some((_, b)) = t.buckets().find(|(_, b)| !b.entries().is_empty()) {
+                targets.push(b.entries()[0].contact.id);
+            }
+            for target in &targets {
+                for n in [0, 1, 2, 8, 9, 16, t.len(), t.len() + 5] {
+                    let want = brute_force(&t, target, n);
+                    assert_eq!(t.closest(target, n), want, "n = {n}, {} contacts", t.len());
+                    t.closest_into(target, n, &mut buf);
+                    assert_eq!(buf, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bucket_order_is_by_distance_from_the_target() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(6);
+        for _ in 0..500 {
+            let me = Address::random(&mut rng);
+            let target = if rng.gen_bool(0.1) {
+                me
+            } else {
+                me.random_in_bucket(rng.gen_range(0..ADDRESS_BITS), &mut rng)
+            };
+            let mut occupied = BucketSet::default();
+            for i in 0..ADDRESS_BITS {
+                occupied.set(i, rng.gen_bool(0.3));
+            }
+            let order: Vec<usize> = ClosestBuckets::new(occupied, &me.distance(&target)).collect();
+            // One sample contact per occupied bucket: sorting them by
+            // distance must give the same order.
+            let mut samples: Vec<(Distance, usize)> = (0..ADDRESS_BITS)
+                .filter(|&i| occupied.0[i / 64] >> (i % 64) & 1 == 1)
+                .map(|i| (me.random_in_bucket(i, &mut rng).distance(&target), i))
+                .collect();
+            samples.sort();
+            let sorted: Vec<usize> = samples.into_iter().map(|(_, i)| i).collect();
+            assert_eq!(order, sorted);
+        }
     }
 
     #[test]
