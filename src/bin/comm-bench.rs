@@ -31,6 +31,8 @@ use serde_json::Value;
 
 #[path = "comm-bench/findnode.rs"]
 mod findnode;
+#[path = "comm-bench/flood.rs"]
+mod flood;
 
 type Res<T> = Result<T, String>;
 

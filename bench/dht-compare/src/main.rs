@@ -33,6 +33,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The same flood comm-bench uses, from its source.
+#[path = "../../../src/bin/comm-bench/flood.rs"]
+mod flood;
+
+use flood::{flood, Counts};
+
 type Res<T> = Result<T, String>;
 
 /// Mainline's bucket size, and so the contacts per bucket we fill.
@@ -273,57 +279,6 @@ impl Drop for Fillers {
     }
 }
 
-/// What one sender counted.
-#[derive(Default)]
-struct Counts {
-    sent: u64,
-    replies: u64,
-}
-
-/// Keep `window` requests from `packets` in flight on `socket` until `end`,
-/// then wait `drain` for the last answers (as comm-bench does).
-fn flood(
-    socket: &UdpSocket,
-    to: SocketAddr,
-    packets: &[Vec<u8>],
-    window: usize,
-    end: Instant,
-    drain: Duration,
-) -> Counts {
-    let mut c = Counts::default();
-    let mut buf = [0u8; 2048];
-    let mut inflight = 0usize;
-    let mut next = 0usize;
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(20)));
-    while Instant::now() < end {
-        while inflight < window {
-            if socket.send_to(&packets[next], to).is_ok() {
-                c.sent += 1;
-                inflight += 1;
-            }
-            next = (next + 1) % packets.len();
-        }
-        match socket.recv_from(&mut buf) {
-            Ok(_) => {
-                c.replies += 1;
-                inflight = inflight.saturating_sub(1);
-            }
-            Err(_) => inflight = 0,
-        }
-    }
-    let _ = socket.set_read_timeout(Some(drain));
-    while inflight > 0 {
-        match socket.recv_from(&mut buf) {
-            Ok(_) => {
-                c.replies += 1;
-                inflight -= 1;
-            }
-            Err(_) => break,
-        }
-    }
-    c
-}
-
 /// The child process: one mainline node in server mode on 127.0.0.1,
 /// bootstrapping through `bootstrap`. Prints `ready ID PORT`, then answers
 /// stdin lines: `size` (routing-table entries), `lookup HEX` (a blocking
@@ -453,7 +408,7 @@ fn mainline_row(seconds: f64, senders: usize, window: usize) -> Res<Row> {
             .iter()
             .zip(&work)
             .map(|(socket, packets)| {
-                s.spawn(move || flood(socket, to, packets, window, end, drain))
+                s.spawn(move || flood(socket, to, packets, window, end, drain, &|_| None))
             })
             .collect();
         handles

@@ -32,6 +32,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+use super::flood::{flood, Counts};
 use super::{Net, Res};
 
 /// Contacts per bucket in the node's table (its default k).
@@ -259,70 +260,15 @@ fn prove(socket: &UdpSocket, id: &Identity, to: SocketAddr, rng: &mut StdRng) ->
     Ok(false)
 }
 
-/// What one sender thread counted.
-#[derive(Default)]
-struct Counts {
-    sent: u64,
-    replies: u64,
-    sampled: u64,
-    sampled_contacts: u64,
-}
-
-/// Keep `window` requests from `packets` in flight on `socket` until
-/// `end`, then wait `drain` for the last answers.
-fn flood(
-    socket: &UdpSocket,
-    to: SocketAddr,
-    packets: &[Vec<u8>],
-    window: usize,
-    end: Instant,
-    drain: Duration,
-) -> Counts {
-    let mut c = Counts::default();
-    let mut buf = [0u8; 2048];
-    let mut inflight = 0usize;
-    let mut next = 0usize;
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(20)));
-    while Instant::now() < end {
-        while inflight < window {
-            if socket.send_to(&packets[next], to).is_ok() {
-                c.sent += 1;
-                inflight += 1;
-            }
-            next = (next + 1) % packets.len();
-        }
-        match socket.recv_from(&mut buf) {
-            Ok((n, _)) => {
-                c.replies += 1;
-                inflight = inflight.saturating_sub(1);
-                // Check one reply in 1024 (decoding them all would take
-                // the generator's CPU).
-                if c.replies % 1024 == 1 {
-                    if let Ok(Packet {
-                        body: Body::Nodes { contacts },
-                        ..
-                    }) = wire::decode(&buf[..n])
-                    {
-                        c.sampled += 1;
-                        c.sampled_contacts += contacts.len() as u64;
-                    }
-                }
-            }
-            // Nothing for 20 ms: whatever was in flight is lost.
-            Err(_) => inflight = 0,
-        }
+/// The number of contacts in a `Nodes` reply.
+fn contacts_in(bytes: &[u8]) -> Option<u64> {
+    match wire::decode(bytes) {
+        Ok(Packet {
+            body: Body::Nodes { contacts },
+            ..
+        }) => Some(contacts.len() as u64),
+        _ => None,
     }
-    let _ = socket.set_read_timeout(Some(drain));
-    while inflight > 0 {
-        match socket.recv_from(&mut buf) {
-            Ok(_) => {
-                c.replies += 1;
-                inflight -= 1;
-            }
-            Err(_) => break,
-        }
-    }
-    c
 }
 
 fn dropped(stats: &Value) -> Vec<(String, u64)> {
@@ -428,7 +374,7 @@ pub fn run(o: &Options, root: Option<std::path::PathBuf>) -> Res<Row> {
             .iter()
             .map(|(i, packets)| {
                 let socket = &sockets[*i];
-                s.spawn(move || flood(socket, to, packets, o.window, end, drain))
+                s.spawn(move || flood(socket, to, packets, o.window, end, drain, &contacts_in))
             })
             .collect();
         handles
@@ -442,7 +388,7 @@ pub fn run(o: &Options, root: Option<std::path::PathBuf>) -> Res<Row> {
     let sent: u64 = counts.iter().map(|c| c.sent).sum();
     let replies: u64 = counts.iter().map(|c| c.replies).sum();
     let sampled: u64 = counts.iter().map(|c| c.sampled).sum();
-    let sampled_contacts: u64 = counts.iter().map(|c| c.sampled_contacts).sum();
+    let sampled_contacts: u64 = counts.iter().map(|c| c.sampled_value).sum();
     let (d0, d1) = (dropped(&before), dropped(&after));
     let new_drops: Vec<String> = d1
         .iter()
