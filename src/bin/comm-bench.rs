@@ -6,7 +6,7 @@
 //! target/release/comm-bench burst     [--messages 1000] [--data-root DIR]
 //! target/release/comm-bench comeback  [--messages 1000] [--data-root DIR]
 //! target/release/comm-bench network   [--nodes 100] [--lookups 100] [--kill 30] [--data-root DIR]
-//! target/release/comm-bench findnode  [--contacts 150] [--seconds 10] [--senders 2] [--window 32]
+//! target/release/comm-bench findnode  [--contacts 150] [--seconds 10] [--senders 1] [--window 64]
 //!                                     [--threads 2] [--grind-secs 120] [--json] [--data-root DIR]
 //! ```
 //!
@@ -508,8 +508,8 @@ fn main() {
             let o = findnode::Options {
                 contacts: number(&args, "--contacts", 150)?,
                 seconds: number(&args, "--seconds", 10)? as f64,
-                senders: number(&args, "--senders", 2)?,
-                window: number(&args, "--window", 32)?,
+                senders: number(&args, "--senders", 1)?,
+                window: number(&args, "--window", 64)?,
                 threads: number(&args, "--threads", 2)?,
                 grind_limit: Duration::from_secs(number(&args, "--grind-secs", 120)? as u64),
             };

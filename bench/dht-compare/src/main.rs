@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release
 //! cargo run --release -p dht-compare -- --comm target/release/comm [--comm OTHER_COMM]...
-//!     [--comm-bench target/release/comm-bench] [--seconds 10] [--senders 2] [--window 32]
+//!     [--comm-bench target/release/comm-bench] [--seconds 10] [--senders 1] [--window 64]
 //! ```
 //!
 //! comm's rows come from `comm-bench findnode --json` (run once per
@@ -490,8 +490,8 @@ fn run(args: &[String]) -> Res<()> {
         }
     };
     let seconds = number("--seconds", 10.0)?;
-    let senders = number("--senders", 2.0)? as usize;
-    let window = number("--window", 32.0)? as usize;
+    let senders = number("--senders", 1.0)? as usize;
+    let window = number("--window", 64.0)? as usize;
     let comms: Vec<PathBuf> = value("--comm").into_iter().map(PathBuf::from).collect();
     let bench = value("--comm-bench")
         .last()
