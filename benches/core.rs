@@ -185,6 +185,29 @@ fn bench(c: &mut Criterion) {
         |b| b.iter(|| table.closest(black_box(&target), 8)),
     );
 
+    // A table as a node in a network of millions has it: every bucket from
+    // the farthest down to bucket 140 full (160 contacts), the shape the
+    // load generator (`comm-bench findnode`) gives the real node. A
+    // `FindNode` answer asks for k + 1 (the requester is left out).
+    let me = Address::random(&mut rng);
+    let mut full = RoutingTable::new(me, TablePolicy::from_config(&Config::default()), now);
+    for bucket in 140..160 {
+        for j in 0..8u32 {
+            let id = me.random_in_bucket(bucket, &mut rng);
+            let addr = SocketAddr::from(([10, bucket as u8, j as u8, 1], 4000));
+            full.insert(Contact { id, addr }, now);
+        }
+    }
+    assert_eq!(full.len(), 160);
+    let targets: Vec<Address> = (0..64).map(|_| Address::random(&mut rng)).collect();
+    let mut next = 0;
+    c.bench_function("routing table: 9 closest of 160 contacts", |b| {
+        b.iter(|| {
+            next = (next + 1) % targets.len();
+            full.closest(black_box(&targets[next]), 9)
+        })
+    });
+
     bench_store(c, 0);
     bench_store(c, 4000);
 }

@@ -73,6 +73,47 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, RuntimeError> {
     UdpSocket::from_std(socket.into()).map_err(err)
 }
 
+/// Datagrams handed to the kernel per `sendmmsg` call (Linux).
+pub const SEND_BATCH: usize = 64;
+
+/// Send the first [`SEND_BATCH`] of `batch` (at least one) in one call.
+/// Returns how many the kernel took; an error is the first datagram's.
+#[cfg(target_os = "linux")]
+fn sendmmsg(fd: std::os::fd::RawFd, batch: &[crate::node::Transmit]) -> io::Result<usize> {
+    use std::mem::MaybeUninit;
+    let n = batch.len().min(SEND_BATCH);
+    let mut names: [MaybeUninit<socket2::SockAddr>; SEND_BATCH] =
+        [const { MaybeUninit::uninit() }; SEND_BATCH];
+    let mut iov: [MaybeUninit<libc::iovec>; SEND_BATCH] =
+        [const { MaybeUninit::uninit() }; SEND_BATCH];
+    let mut msgs: [MaybeUninit<libc::mmsghdr>; SEND_BATCH] =
+        [const { MaybeUninit::uninit() }; SEND_BATCH];
+    for (i, t) in batch.iter().take(n).enumerate() {
+        let name = names[i].write(socket2::SockAddr::from(t.to));
+        let (name_ptr, name_len) = (name.as_ptr(), name.len());
+        let v = iov[i].write(libc::iovec {
+            iov_base: t.payload.as_ptr() as *mut libc::c_void,
+            iov_len: t.payload.len(),
+        });
+        // SAFETY: mmsghdr is plain data; all-zero is a valid value, and the
+        // fields the kernel reads are set below.
+        let m = msgs[i].write(unsafe { std::mem::zeroed() });
+        m.msg_hdr.msg_name = name_ptr as *mut libc::c_void;
+        m.msg_hdr.msg_namelen = name_len;
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers are initialised and point at addresses,
+    // iovecs and payloads that live until the call returns; the kernel
+    // only reads them (and writes each header's msg_len).
+    let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().cast(), n as libc::c_uint, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
 /// The driver's state between turns.
 struct Driver {
     node: Node,
@@ -82,6 +123,8 @@ struct Driver {
     backlog: VecDeque<Output>,
     store_retry: Option<Instant>,
     store_failed: bool,
+    /// Transmits being sent (kept to reuse its allocation).
+    batch: Vec<crate::node::Transmit>,
 }
 
 /// Drive `node` on `socket` with `store`, joining through `bootstrap`, until
@@ -104,6 +147,7 @@ pub async fn run(
         backlog: VecDeque::new(),
         store_retry: None,
         store_failed: false,
+        batch: Vec::with_capacity(SEND_BATCH),
     };
     d.output(Output::Ready(Me {
         address: d.node.address(),
@@ -178,17 +222,66 @@ impl Driver {
         let room = self.out.capacity().saturating_sub(self.backlog.len());
         self.node.set_message_credit(room);
         self.commit();
-        while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.payload, t.to).await {
-                debug!(to = %t.to, error = %e, "send failed");
-            }
-        }
+        self.send_transmits().await;
         while self.backlog.len() < BACKLOG {
             let Some(event) = self.node.poll_event() else {
                 break;
             };
             let o = output_of(event);
             self.output(o);
+        }
+    }
+
+    /// Send every pending transmit. On Linux up to [`SEND_BATCH`]
+    /// datagrams go to the kernel in one `sendmmsg` call; a datagram the
+    /// kernel refuses is logged and skipped, as a refused `send_to` is.
+    #[cfg(target_os = "linux")]
+    async fn send_transmits(&mut self) {
+        use std::os::fd::AsRawFd;
+        let mut batch = std::mem::take(&mut self.batch);
+        let fd = self.socket.as_raw_fd();
+        loop {
+            batch.clear();
+            while batch.len() < SEND_BATCH {
+                match self.node.poll_transmit() {
+                    Some(t) => batch.push(t),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let mut sent = 0;
+            while sent < batch.len() {
+                let rest = &batch[sent..];
+                match self
+                    .socket
+                    .try_io(tokio::io::Interest::WRITABLE, || sendmmsg(fd, rest))
+                {
+                    Ok(n) => sent += n.max(1),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = self.socket.writable().await {
+                            debug!(error = %e, "socket not writable");
+                            sent = batch.len();
+                        }
+                    }
+                    Err(e) => {
+                        debug!(to = %rest[0].to, error = %e, "send failed");
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        self.batch = batch;
+    }
+
+    /// Send every pending transmit, one system call each.
+    #[cfg(not(target_os = "linux"))]
+    async fn send_transmits(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.payload, t.to).await {
+                debug!(to = %t.to, error = %e, "send failed");
+            }
         }
     }
 

@@ -6,7 +6,12 @@
 //! target/release/comm-bench burst     [--messages 1000] [--data-root DIR]
 //! target/release/comm-bench comeback  [--messages 1000] [--data-root DIR]
 //! target/release/comm-bench network   [--nodes 100] [--lookups 100] [--kill 30] [--data-root DIR]
+//! target/release/comm-bench findnode  [--contacts 150] [--seconds 10] [--senders 1] [--window 64]
+//!                                     [--threads 2] [--grind-secs 120] [--json] [--data-root DIR]
 //! ```
+//!
+//! `findnode` floods one node with `FindNode` requests and reports replies
+//! per CPU-second of that node (see `findnode.rs`).
 //!
 //! Every process is `comm --json` with its own data directory under
 //! `--data-root` (default: a temporary directory on the machine's disk; give
@@ -23,6 +28,11 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+
+#[path = "comm-bench/findnode.rs"]
+mod findnode;
+#[path = "comm-bench/flood.rs"]
+mod flood;
 
 type Res<T> = Result<T, String>;
 
@@ -494,7 +504,24 @@ fn main() {
             let kill = number(&args, "--kill", 30)?;
             network(nodes, count, kill, root)
         })(),
-        _ => Err("usage: comm-bench burst|comeback|network [--messages N] [--nodes N] [--lookups N] [--kill PERCENT] [--data-root DIR]".into()),
+        Some("findnode") => (|| {
+            let o = findnode::Options {
+                contacts: number(&args, "--contacts", 150)?,
+                seconds: number(&args, "--seconds", 10)? as f64,
+                senders: number(&args, "--senders", 1)?,
+                window: number(&args, "--window", 64)?,
+                threads: number(&args, "--threads", 2)?,
+                grind_limit: Duration::from_secs(number(&args, "--grind-secs", 120)? as u64),
+            };
+            let row = findnode::run(&o, root)?;
+            if args.iter().any(|a| a == "--json") {
+                println!("{}", row.json());
+            } else {
+                println!("{}\n{}", findnode::Row::header(), row.line());
+            }
+            Ok(())
+        })(),
+        _ => Err("usage: comm-bench burst|comeback|network|findnode [--messages N] [--nodes N] [--lookups N] [--kill PERCENT] [--contacts N] [--seconds N] [--senders N] [--window N] [--threads N] [--grind-secs N] [--json] [--data-root DIR]".into()),
     };
     if let Err(e) = result {
         eprintln!("comm-bench: {e}");

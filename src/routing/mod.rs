@@ -474,19 +474,23 @@ impl RoutingTable {
     /// [`RoutingTable::closest`] into a caller's buffer (cleared first), so
     /// that a caller answering many requests allocates nothing. Walks the
     /// buckets nearest first and stops after the bucket that brings the
-    /// count to `n`: only those few candidates are sorted.
+    /// count to `n`: only the contacts of those few buckets are sorted,
+    /// each bucket on its own.
     pub fn closest_into(&self, target: &Address, n: usize, out: &mut Vec<Contact>) {
         out.clear();
         if n == 0 {
             return;
         }
         for i in ClosestBuckets::new(self.occupied, &self.me.distance(target)) {
+            // Buckets come nearest first and never overlap: only the
+            // contacts within one bucket need sorting.
+            let start = out.len();
             out.extend(self.buckets[i].entries.iter().map(|e| e.contact));
+            out[start..].sort_unstable_by_key(|c| distance_key(&c.id, target));
             if out.len() >= n {
                 break;
             }
         }
-        out.sort_unstable_by_key(|c| distance_key(&c.id, target));
         out.truncate(n);
     }
 
