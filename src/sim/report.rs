@@ -188,7 +188,6 @@ fn chart(out: &mut String, c: &Chart, y0: f64) {
         x_max += 0.5;
     } else {
         x_min = x_min.min(0.0);
-        x_max = nice_max(x_max);
     }
     if x_max <= x_min {
         x_max = x_min + 1.0;
@@ -216,8 +215,18 @@ fn chart(out: &mut String, c: &Chart, y0: f64) {
             label(v)
         );
     }
-    for i in 0..=5 {
-        let v = x_min + (x_max - x_min) * f64::from(i) / 5.0;
+    // Bars are labelled at each whole x (at most 20 of them), lines at six
+    // evenly spaced points.
+    let ticks: Vec<f64> = if c.kind == ChartKind::Bars && x_max - x_min <= 21.0 {
+        let first = (x_min + 0.5).round() as i64;
+        let last = (x_max - 0.5).round() as i64;
+        (first..=last).map(|v| v as f64).collect()
+    } else {
+        (0..=5)
+            .map(|i| x_min + (x_max - x_min) * f64::from(i) / 5.0)
+            .collect()
+    };
+    for v in ticks {
         let x = px(v);
         let _ = writeln!(
             out,
