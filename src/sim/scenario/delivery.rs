@@ -154,6 +154,8 @@ struct Msg {
     purged_ms: Option<u64>,
     /// Copies on online nodes one minute after the receipt.
     online_after_ack: Option<usize>,
+    /// Nodes that held a copy at the last full scan after the receipt.
+    watch: Vec<usize>,
 }
 
 /// The churn and message schedule, fixed by the seed before the run.
@@ -230,6 +232,7 @@ fn schedule(p: &Params, n: usize, purge: bool, ttl_ms: u64) -> Schedule {
             peak_copies: 0,
             purged_ms: None,
             online_after_ack: None,
+            watch: Vec::new(),
         });
     }
     steps.sort();
@@ -242,13 +245,18 @@ fn schedule(p: &Params, n: usize, purge: bool, ttl_ms: u64) -> Schedule {
 
 /// Copies of `id` anywhere (online or not) and on online nodes.
 fn copies(sim: &Sim, id: &MessageId) -> (usize, usize) {
-    let (mut all, mut online) = (0, 0);
-    for i in 0..sim.len() {
+    let (all, online) = holders(sim, id, 0..sim.len());
+    (all.len(), online)
+}
+
+/// Which of `among` hold `id`, and how many of those are online.
+fn holders(sim: &Sim, id: &MessageId, among: impl Iterator<Item = usize>) -> (Vec<usize>, usize) {
+    let mut all = Vec::new();
+    let mut online = 0;
+    for i in among {
         if sim.node(i).holds(id) {
-            all += 1;
-            if sim.is_online(i) {
-                online += 1;
-            }
+            all.push(i);
+            online += usize::from(sim.is_online(i));
         }
     }
     (all, online)
@@ -336,8 +344,16 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
             let Some(got) = sched.msgs[j].received_ms else {
                 continue;
             };
-            let (_, online) = copies(&sim, &id);
-            if now_ms >= got + 60_000 && sched.msgs[j].online_after_ack.is_none() {
+            // Watch the nodes that held a copy at the last full scan; scan
+            // everyone again before calling it purged, and at one minute.
+            let minute = now_ms >= got + 60_000 && sched.msgs[j].online_after_ack.is_none();
+            let watched = std::mem::take(&mut sched.msgs[j].watch);
+            let (mut held, mut online) = holders(&sim, &id, watched.into_iter());
+            if online == 0 || minute {
+                (held, online) = holders(&sim, &id, 0..sim.len());
+            }
+            sched.msgs[j].watch = held;
+            if minute {
                 sched.msgs[j].online_after_ack = Some(online);
             }
             if online == 0 && sched.msgs[j].purged_ms.is_none() {
