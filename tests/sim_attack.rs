@@ -70,6 +70,65 @@ fn honest_messages_arrive_with_a_tenth_of_the_network_attacking() {
     // An hour later those who were away come back, joining through a
     // random honest node.
     sim.run_for(Duration::from_secs(3600));
+    // The attackers (each on a network of its own) flood the honest relay
+    // holding the most: 4,500 Stores of fresh messages from fresh keys for
+    // its own neighbourhood, more than it may hold, and self-signed acks
+    // for ids nobody sent. What it held before must still be there
+    // afterwards (the recipients are still away).
+    let mut by_load: Vec<usize> = honest
+        .iter()
+        .copied()
+        .filter(|&i| sim.is_online(i))
+        .collect();
+    by_load.sort_by_key(|&i| std::cmp::Reverse(sim.node(i).relay().held_count()));
+    let victims: Vec<usize> = by_load.into_iter().take(1).collect();
+    let before: Vec<(usize, Vec<MessageId>)> = victims
+        .iter()
+        .map(|&v| (v, sim.node(v).relay().held_ids()))
+        .collect();
+    let held_before: usize = before.iter().map(|(_, ids)| ids.len()).sum();
+    let mut flooded = 0;
+    for (n, &a) in attackers.iter().enumerate() {
+        flooded += sim.flood(
+            a,
+            victims[n % victims.len()],
+            150,
+            30,
+            Duration::from_secs(60),
+        );
+    }
+    sim.run_for(Duration::from_secs(300));
+    let mut evicted = 0;
+    for (v, ids) in &before {
+        evicted += ids.iter().filter(|id| !sim.node(*v).holds(id)).count();
+    }
+    let flood_evictions: u64 = victims
+        .iter()
+        .map(|&v| sim.node(v).stats().dropped(DropReason::EvictedHeld))
+        .sum();
+    println!(
+        "flood: {flooded} datagrams at {victims:?}, which held {held_before} honest copies; {evicted} of those gone after it, {flood_evictions} copies evicted in all"
+    );
+    for &v in &victims {
+        let st = sim.node(v).stats();
+        println!(
+            "victim {v}: holds {} after the flood; refused {:?}",
+            sim.node(v).relay().held_count(),
+            st.dropped
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(r, n)| format!("{} {n}", r.as_str()))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(held_before > 0, "the victims held honest copies");
+    assert_eq!(evicted, 0, "attacker traffic evicted honest copies");
+    for i in 0..NODES {
+        let r = sim.node(i).relay();
+        assert!(r.held_count() <= config.max_held);
+        assert!(r.tombstone_count() <= config.max_tombstones);
+        assert!(r.routing_acks() <= config.max_routed_acks);
+    }
     for &r in &away {
         sim.set_online(r, true);
         let via = honest[rng.gen_range(0..honest.len())];

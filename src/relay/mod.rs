@@ -1613,6 +1613,11 @@ impl Relay {
         self.held.contains(id)
     }
 
+    /// The ids of the messages held (our own undelivered ones included).
+    pub fn held_ids(&self) -> Vec<MessageId> {
+        self.held.iter().map(|(id, _)| *id).collect()
+    }
+
     /// Our messages waiting for their recipient's key.
     pub fn drafts_count(&self) -> usize {
         self.drafts.len()

@@ -261,8 +261,11 @@ impl Sim {
             Ok(n) => n,
             Err(e) => panic!("simulated node: {e}"),
         };
-        // One /24 per node, so the per-prefix bucket limit never bites.
-        let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
+        // One /24 per node (10.0.0.0 upwards: 10.x.y.1), as on the
+        // internet, so the per-network limits (§7.6) see every node as a
+        // network of its own.
+        let net = i as u32 + (10 << 16);
+        let addr = SocketAddr::from(([(net >> 16) as u8, (net >> 8) as u8, net as u8, 1], 4000));
         self.by_addr.insert(addr, i);
         self.nodes.push(Box::new(SimNode {
             behaviour: Behaviour::Honest,
@@ -485,6 +488,71 @@ impl Sim {
             }
         }
         sent
+    }
+
+    /// Attacker `from` floods node `to`, spread evenly over `over`: `stores`
+    /// `Store`s of fresh 200-byte messages, from a fresh key every 256 (keys
+    /// are free), for recipients sharing `to`'s first two address bytes (so
+    /// they compete with what `to` holds for its own neighbourhood); and
+    /// `acks` self-signed acks for ids nobody sent, with the most hops.
+    /// Returns the datagrams scheduled.
+    pub fn flood(
+        &mut self,
+        from: usize,
+        to: usize,
+        stores: usize,
+        acks: usize,
+        over: Duration,
+    ) -> usize {
+        use crate::message::{Ack, Envelope};
+        use crate::wire::{encode, Body, Packet};
+        let total = stores + acks;
+        if total == 0 {
+            return 0;
+        }
+        let sender = self.nodes[from].node.address();
+        let me = self.nodes[from].addr;
+        let target = self.nodes[to].node.address();
+        let created = crate::node::unix_ms(self.wall());
+        let mut author = Identity::from_seed(self.rng.gen()).with_signatures(self.cfg.signatures);
+        let step = over / total as u32;
+        let base = self.now + self.latency(from, to);
+        for n in 0..total {
+            if n % 256 == 255 {
+                author = Identity::from_seed(self.rng.gen()).with_signatures(self.cfg.signatures);
+            }
+            let mut near = Address::random(&mut self.rng);
+            near.0[..2].copy_from_slice(&target.0[..2]);
+            let junk: Vec<u8> = (0..200).map(|_| self.rng.gen()).collect();
+            let e = Envelope::sign(&author, near, created, 3600, 4, Bytes::from(junk));
+            let body = if n < stores {
+                Body::Store {
+                    envelope: Box::new(e),
+                    hops_left: 4,
+                }
+            } else {
+                Body::Acknowledge {
+                    ack: Box::new(Ack::sign(&author, &e)),
+                    hops_left: 4,
+                }
+            };
+            let payload = encode(&Packet {
+                sender,
+                txid: self.rng.gen(),
+                challenge: None,
+                proof: None,
+                body,
+            });
+            self.schedule(
+                base + step * n as u32,
+                Action::Deliver {
+                    to,
+                    from: me,
+                    payload,
+                },
+            );
+        }
+        total
     }
 
     fn index_of(&self, address: &Address) -> Option<usize> {
