@@ -72,28 +72,6 @@ impl Row {
     }
 }
 
-/// Seconds of CPU (user + system, all threads) process `pid` has used.
-fn cpu_seconds(pid: u32) -> Res<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("unreadable /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
-    let tick = |i: usize| -> Res<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| "unreadable /proc stat".to_string())
-    };
-    let ticks = tick(11)? + tick(12)?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Ok(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
-}
-
 /// A small deterministic generator for ids and targets (xorshift64*).
 struct Rng(u64);
 
@@ -399,7 +377,7 @@ fn mainline_row(seconds: f64, senders: usize, window: usize) -> Res<Row> {
                 .collect()
         })
         .collect();
-    let cpu0 = cpu_seconds(pid)?;
+    let cpu0 = flood::cpu_seconds(pid)?;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
     let drain = Duration::from_millis(200);
@@ -417,7 +395,7 @@ fn mainline_row(seconds: f64, senders: usize, window: usize) -> Res<Row> {
             .collect()
     });
     let wall = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid)? - cpu0;
+    let cpu = flood::cpu_seconds(pid)? - cpu0;
     drop(stdin);
     let _ = child.kill();
     let _ = child.wait();

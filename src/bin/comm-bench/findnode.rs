@@ -32,7 +32,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use super::flood::{flood, Counts};
+use super::flood::{cpu_seconds, flood, Counts};
 use super::{Net, Res};
 
 /// Contacts per bucket in the node's table (its default k).
@@ -102,29 +102,6 @@ impl Row {
             "wall_s": self.wall,
         })
     }
-}
-
-/// Seconds of CPU (user + system, all threads) process `pid` has used.
-pub fn cpu_seconds(pid: u32) -> Res<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
-    // The command name may hold spaces; the fields after it do not.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("unreadable /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
-    let tick = |i: usize| -> Res<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| "unreadable /proc stat".to_string())
-    };
-    let ticks = tick(11)? + tick(12)?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Ok(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
 }
 
 /// Seeds of identities whose addresses fall into buckets of `node`'s table

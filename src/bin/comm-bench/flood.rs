@@ -192,3 +192,26 @@ pub fn flood(
     }
     c
 }
+
+/// Seconds of CPU (user + system, all threads) process `pid` has used.
+pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The command name may hold spaces; the fields after it do not.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("unreadable /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
+    let tick = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| "unreadable /proc stat".to_string())
+    };
+    let ticks = tick(11)? + tick(12)?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+}
