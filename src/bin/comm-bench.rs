@@ -515,7 +515,7 @@ fn main() {
             };
             let row = findnode::run(&o, root)?;
             if args.iter().any(|a| a == "--json") {
-                println!("{}", row.json());
+                println!("{}", findnode::row_json(&row));
             } else {
                 println!("{}\n{}", findnode::Row::header(), row.line());
             }

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 /// The same flood comm-bench uses, from its source.
 #[path = "../../../src/bin/comm-bench/flood.rs"]
 mod flood;
+use flood::Row;
 
 use flood::{flood, Counts};
 
@@ -46,31 +47,6 @@ const MAINLINE_K: usize = 20;
 
 /// Buckets of the mainline node's table we fill.
 const MAINLINE_BUCKETS: usize = 8;
-
-/// One measured node.
-struct Row {
-    name: String,
-    contacts: u64,
-    sent: u64,
-    replies: u64,
-    cpu: f64,
-    wall: f64,
-}
-
-impl Row {
-    fn line(&self) -> String {
-        format!(
-            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} |",
-            self.name,
-            self.contacts,
-            self.sent,
-            self.replies,
-            self.cpu,
-            self.replies as f64 / self.cpu.max(1e-9),
-            self.wall
-        )
-    }
-}
 
 /// A small deterministic generator for ids and targets (xorshift64*).
 struct Rng(u64);
@@ -483,10 +459,7 @@ fn run(args: &[String]) -> Res<()> {
     println!(
         "FIND_NODE flood on loopback, {seconds} s, {senders} senders x {window} in flight each"
     );
-    println!(
-        "| node | contacts | requests sent | replies | node CPU s | replies per CPU-s | wall s |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    println!("{}", Row::header());
     for r in &rows {
         println!("{}", r.line());
     }

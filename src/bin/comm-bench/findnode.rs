@@ -32,6 +32,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+pub use super::flood::Row;
 use super::flood::{cpu_seconds, flood, Counts};
 use super::{Net, Res};
 
@@ -52,56 +53,6 @@ pub struct Options {
     pub threads: usize,
     /// Give up filling the table after this long.
     pub grind_limit: Duration,
-}
-
-/// One result row, printed as a table line and as JSON.
-pub struct Row {
-    /// Which node.
-    pub name: String,
-    /// Contacts in its routing table when the flood started.
-    pub contacts: u64,
-    /// Requests sent.
-    pub sent: u64,
-    /// Replies received.
-    pub replies: u64,
-    /// CPU seconds of the node process during the flood.
-    pub cpu: f64,
-    /// Wall seconds of the flood (with the final drain).
-    pub wall: f64,
-}
-
-impl Row {
-    /// The Markdown table header matching [`Row::line`].
-    pub fn header() -> &'static str {
-        "| node | contacts | requests sent | replies | node CPU s | replies per CPU-s | wall s |\n|---|---|---|---|---|---|---|"
-    }
-
-    /// One Markdown table line.
-    pub fn line(&self) -> String {
-        format!(
-            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} |",
-            self.name,
-            self.contacts,
-            self.sent,
-            self.replies,
-            self.cpu,
-            self.replies as f64 / self.cpu.max(1e-9),
-            self.wall
-        )
-    }
-
-    /// The same as one JSON object.
-    pub fn json(&self) -> Value {
-        serde_json::json!({
-            "node": self.name,
-            "contacts": self.contacts,
-            "sent": self.sent,
-            "replies": self.replies,
-            "cpu_s": self.cpu,
-            "replies_per_cpu_s": self.replies as f64 / self.cpu.max(1e-9),
-            "wall_s": self.wall,
-        })
-    }
 }
 
 /// Seeds of identities whose addresses fall into buckets of `node`'s table
@@ -393,5 +344,18 @@ pub fn run(o: &Options, root: Option<std::path::PathBuf>) -> Res<Row> {
         replies,
         cpu,
         wall,
+    })
+}
+
+/// `row` as one JSON object.
+pub fn row_json(row: &Row) -> Value {
+    serde_json::json!({
+        "node": row.name,
+        "contacts": row.contacts,
+        "sent": row.sent,
+        "replies": row.replies,
+        "cpu_s": row.cpu,
+        "replies_per_cpu_s": row.replies as f64 / row.cpu.max(1e-9),
+        "wall_s": row.wall,
     })
 }

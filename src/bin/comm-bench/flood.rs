@@ -215,3 +215,40 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Ok(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
 }
+
+/// One result row, printed as a table line and as JSON.
+pub struct Row {
+    /// Which node.
+    pub name: String,
+    /// Contacts in its routing table when the flood started.
+    pub contacts: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Replies received.
+    pub replies: u64,
+    /// CPU seconds of the node process during the flood.
+    pub cpu: f64,
+    /// Wall seconds of the flood (with the final drain).
+    pub wall: f64,
+}
+
+impl Row {
+    /// The Markdown table header matching [`Row::line`].
+    pub fn header() -> &'static str {
+        "| node | contacts | requests sent | replies | node CPU s | replies per CPU-s | wall s |\n|---|---|---|---|---|---|---|"
+    }
+
+    /// One Markdown table line.
+    pub fn line(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} |",
+            self.name,
+            self.contacts,
+            self.sent,
+            self.replies,
+            self.cpu,
+            self.replies as f64 / self.cpu.max(1e-9),
+            self.wall
+        )
+    }
+}
