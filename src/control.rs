@@ -42,6 +42,12 @@ pub enum Command {
     Peers,
     /// Show counters.
     Stats,
+    /// Show the messages this node holds for others.
+    Held,
+    /// Show the acks kept as tombstones.
+    Acks,
+    /// Withdraw our undelivered message.
+    Cancel(MessageId),
     /// Stop the node.
     Quit,
 }
@@ -122,6 +128,26 @@ pub enum Output {
     Lookup(LookupResult),
     /// Answer to `/peers`.
     Peers(Vec<PeerRow>),
+    /// The node took our message: it has an id and is on its way (the
+    /// first thing shown after a send, before any network round trip).
+    Accepted {
+        /// Message id.
+        id: MessageId,
+        /// Recipient.
+        to: Address,
+        /// The text, for the front end's conversation log.
+        text: String,
+        /// When it was written, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A view the front end built from its own records (contacts, inbox,
+    /// history), already rendered for people and as one JSON line.
+    Rendered {
+        /// Text for people.
+        human: String,
+        /// One JSON object with an `"event"` field.
+        json: String,
+    },
     /// Our message waits for its recipient's key.
     Queued {
         /// Message id.

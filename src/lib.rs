@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod book;
+pub mod chatlog;
 pub mod config;
 pub mod control;
 pub mod crypto;

@@ -10,9 +10,12 @@ use clap::Parser;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
-use comm::control::{Me, Output};
+use comm::book::Book;
+use comm::chatlog::ChatLog;
+use comm::control::Output;
 use comm::identity::{Identity, KDF_ITERATIONS, KDF_MEMORY_KIB};
-use comm::repl::{self, Format};
+use comm::repl::render::Paint;
+use comm::repl::{self, Format, Session, Shared};
 use comm::runtime;
 use comm::store::shown::{absorb, FileShownLog};
 use comm::store::{RedbStore, Store, StoreError};
@@ -21,7 +24,9 @@ use comm::{Config, Node};
 /// A serverless, delay-tolerant messenger on a Kademlia overlay over UDP.
 ///
 /// Your address is derived from SECRET (Argon2id, then Ed25519): the same
-/// secret gives the same address anywhere. Type `/help` at the prompt.
+/// secret gives the same address anywhere. Give SECRET as `-` to type it at
+/// a prompt that does not echo it, or leave it out and set COMM_SECRET, so
+/// it stays out of `ps` and your shell history. Type `/help` at the prompt.
 #[derive(Parser, Debug)]
 #[command(
     name = "comm",
@@ -29,9 +34,10 @@ use comm::{Config, Node};
     override_usage = "comm [OPTIONS] SECRET LISTEN [BOOTSTRAP]...\n       comm [OPTIONS] --key-file PATH LISTEN [BOOTSTRAP]..."
 )]
 struct Cli {
-    /// SECRET your identity is derived from (omit it with --key-file), then
-    /// the UDP address to LISTEN on (e.g. 0.0.0.0:4000), then BOOTSTRAP
-    /// nodes as HOST:PORT to join through.
+    /// SECRET your identity is derived from (`-`: ask for it; omit it with
+    /// --key-file or when COMM_SECRET is set), then the UDP address to
+    /// LISTEN on (e.g. 0.0.0.0:4000), then BOOTSTRAP nodes as HOST:PORT to
+    /// join through.
     #[arg(value_name = "ARGS", required = true, num_args = 1..)]
     args: Vec<String>,
 
@@ -68,6 +74,75 @@ fn resolve(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text}: no address found"))
 }
 
+/// Where the secret comes from: the first argument; `-` asks for it
+/// without echo (or reads the first line of stdin when it is not a
+/// terminal); no argument that could be a secret (the first one is the
+/// LISTEN address) takes COMM_SECRET.
+fn secret(args: &mut std::iter::Peekable<std::vec::IntoIter<String>>) -> Result<String, String> {
+    let from_env = std::env::var("COMM_SECRET").ok().filter(|s| !s.is_empty());
+    let first_is_listen = args.peek().is_some_and(|a| a.parse::<SocketAddr>().is_ok());
+    let secret = match (from_env, first_is_listen) {
+        (Some(s), true) => s,
+        (None, true) => {
+            return Err(
+                "missing SECRET: give it first, `-` to type it unseen, or set COMM_SECRET".into(),
+            )
+        }
+        (_, false) => match args.next().ok_or("missing SECRET")?.as_str() {
+            "-" => ask_secret()?,
+            s => s.to_string(),
+        },
+    };
+    if secret.is_empty() {
+        return Err("SECRET must not be empty".into());
+    }
+    Ok(secret)
+}
+
+/// Ask for the secret on the terminal without echoing it.
+fn ask_secret() -> Result<String, String> {
+    if std::io::stdin().is_terminal() {
+        let s = rpassword::prompt_password("secret (not shown): ")
+            .map_err(|e| format!("cannot read the secret: {e}"))?;
+        Ok(s.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the secret from stdin: {e}"))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
+/// The file naming the identity a data directory belongs to.
+const IDENTITY_FILE: &str = "identity";
+
+/// Refuse a data directory made by another identity (a mistyped secret
+/// would otherwise take over someone's stored messages); claim an
+/// unclaimed one.
+fn claim(data_dir: &std::path::Path, identity: &Identity) -> Result<(), String> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let mine = identity.address().to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let owner = text.split_whitespace().next().unwrap_or("");
+            if owner != mine {
+                return Err(format!(
+                    "{} belongs to identity {owner}, and you are {mine}: a mistyped secret gives another identity. \
+                     Start with the right secret, or give this identity its own --data-dir.",
+                    data_dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            comm::book::write_atomically(&path, format!("{mine}\n").as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -87,7 +162,7 @@ fn main() -> ExitCode {
 }
 
 fn start(cli: Cli) -> Result<(), String> {
-    let mut args = cli.args.into_iter();
+    let mut args = cli.args.into_iter().peekable();
     let identity = match &cli.key_file {
         Some(path) => {
             let identity = Identity::from_key_file(path).map_err(|e| e.to_string())?;
@@ -97,10 +172,7 @@ fn start(cli: Cli) -> Result<(), String> {
             identity
         }
         None => {
-            let secret = args.next().ok_or("missing SECRET")?;
-            if secret.is_empty() {
-                return Err("SECRET must not be empty".into());
-            }
+            let secret = secret(&mut args)?;
             tracing::info!(
                 memory_kib = KDF_MEMORY_KIB,
                 passes = KDF_ITERATIONS,
@@ -134,6 +206,7 @@ fn start(cli: Cli) -> Result<(), String> {
     std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
     dir.create(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    claim(&data_dir, &identity)?;
     let db = data_dir.join("comm.redb");
     if std::fs::metadata(&db).is_ok_and(|m| m.len() == 0) {
         eprintln!(
@@ -190,11 +263,6 @@ fn start(cli: Cli) -> Result<(), String> {
             bootstrap.push(addr);
         }
     }
-    let me = Me {
-        address: identity.address(),
-        listen: bound,
-        key: identity.public_key(),
-    };
 
     let (command_tx, command_rx) = mpsc::channel(64);
     let (output_tx, output_rx) = mpsc::channel(runtime::OUTPUT_CHANNEL);
@@ -205,9 +273,22 @@ fn start(cli: Cli) -> Result<(), String> {
         Format::Human
     };
 
+    let book = Book::open(&data_dir.join("contacts.json")).map_err(|e| e.to_string())?;
+    let log = ChatLog::open(&data_dir.join("conversations.jsonl")).map_err(|e| e.to_string())?;
+    let paint = if cli.json {
+        Paint::default()
+    } else {
+        Paint::detect()
+    };
+    let mut session = Session::new(book, log, paint);
+    session.data_dir = Some(data_dir.clone());
+    let session = Shared::new(session);
+
+    let history = data_dir.join("lines.txt");
     let mut external = None;
     let editor = if interactive {
-        let mut editor = rustyline::DefaultEditor::new().map_err(|e| format!("terminal: {e}"))?;
+        let mut editor = repl::editor::editor(session.clone(), Some(&history))
+            .map_err(|e| format!("terminal: {e}"))?;
         if let Ok(p) = editor.create_external_printer() {
             external = Some(Box::new(p) as Box<dyn rustyline::ExternalPrinter + Send>);
         }
@@ -217,12 +298,16 @@ fn start(cli: Cli) -> Result<(), String> {
     };
     let shown =
         Box::new(FileShownLog::open(&shown_path, store.handle()).map_err(|e| e.to_string())?);
-    let printer =
-        std::thread::spawn(move || repl::print_loop(output_rx, format, external, Some(shown)));
+    let printer_session = session.clone();
+    let printer = std::thread::spawn(move || {
+        repl::print_loop(output_rx, format, external, Some(shown), printer_session)
+    });
     let input_outputs = output_tx.clone();
     std::thread::spawn(move || match editor {
-        Some(editor) => repl::interactive(editor, me, command_tx, input_outputs),
-        None => repl::lines(me, command_tx, input_outputs),
+        Some(editor) => {
+            repl::interactive(editor, Some(history), session, command_tx, input_outputs)
+        }
+        None => repl::lines(session, command_tx, input_outputs),
     });
 
     let result = rt.block_on(runtime::run(

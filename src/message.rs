@@ -25,6 +25,17 @@ pub const ACK_DOMAIN: &[u8] = b"comm/v1/ack";
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MessageId(pub [u8; 20]);
 
+impl std::str::FromStr for MessageId {
+    type Err = hex::FromHexError;
+
+    /// 40 hex digits, as `Display` writes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 20];
+        hex::decode_to_slice(s.trim(), &mut out)?;
+        Ok(MessageId(out))
+    }
+}
+
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.0 {

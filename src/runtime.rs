@@ -354,8 +354,18 @@ impl Driver {
                 if let Some(key) = key {
                     self.node.learn_key(now, wall, *key);
                 }
-                match self.node.send(now, wall, to, bytes::Bytes::from(text)) {
-                    Ok(_) => return,
+                match self
+                    .node
+                    .send(now, wall, to, bytes::Bytes::from(text.clone()))
+                {
+                    // Shown before the node's own events about it, which
+                    // wait for this turn's durable write.
+                    Ok(id) => Output::Accepted {
+                        id,
+                        to,
+                        text,
+                        at_ms: unix_ms(wall),
+                    },
                     Err(e) => Output::Error(e.to_string()),
                 }
             }
@@ -377,6 +387,9 @@ impl Driver {
                     .collect(),
             ),
             Command::Stats => Output::Stats(stats(&self.node)),
+            Command::Held | Command::Acks | Command::Cancel(_) => {
+                Output::Error("not available in this build yet".into())
+            }
             Command::Quit => return,
         };
         self.output(output);
