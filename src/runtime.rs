@@ -69,8 +69,25 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, RuntimeError> {
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true).map_err(err)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `[::]` serves IPv4 peers too (as ::ffff:a.b.c.d), whatever the
+        // system default; best effort where the OS forbids it.
+        let _ = socket.set_only_v6(false);
+    }
     socket.bind(&addr.into()).map_err(err)?;
     UdpSocket::from_std(socket.into()).map_err(err)
+}
+
+/// The destination as the socket takes it: an IPv6 socket reaches IPv4
+/// peers at their IPv4-mapped address (the node itself only deals in
+/// canonical IPv4 addresses).
+pub fn socket_addr(to: SocketAddr, ipv6_socket: bool) -> SocketAddr {
+    match to {
+        SocketAddr::V4(v4) if ipv6_socket => {
+            SocketAddr::new(std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        other => other,
+    }
 }
 
 /// Datagrams handed to the kernel per `sendmmsg` call (Linux).
@@ -79,7 +96,11 @@ pub const SEND_BATCH: usize = 64;
 /// Send the first [`SEND_BATCH`] of `batch` (at least one) in one call.
 /// Returns how many the kernel took; an error is the first datagram's.
 #[cfg(target_os = "linux")]
-fn sendmmsg(fd: std::os::fd::RawFd, batch: &[crate::node::Transmit]) -> io::Result<usize> {
+fn sendmmsg(
+    fd: std::os::fd::RawFd,
+    ipv6: bool,
+    batch: &[crate::node::Transmit],
+) -> io::Result<usize> {
     use std::mem::MaybeUninit;
     let n = batch.len().min(SEND_BATCH);
     let mut names: [MaybeUninit<socket2::SockAddr>; SEND_BATCH] =
@@ -89,7 +110,7 @@ fn sendmmsg(fd: std::os::fd::RawFd, batch: &[crate::node::Transmit]) -> io::Resu
     let mut msgs: [MaybeUninit<libc::mmsghdr>; SEND_BATCH] =
         [const { MaybeUninit::uninit() }; SEND_BATCH];
     for (i, t) in batch.iter().take(n).enumerate() {
-        let name = names[i].write(socket2::SockAddr::from(t.to));
+        let name = names[i].write(socket2::SockAddr::from(socket_addr(t.to, ipv6)));
         let (name_ptr, name_len) = (name.as_ptr(), name.len());
         let v = iov[i].write(libc::iovec {
             iov_base: t.payload.as_ptr() as *mut libc::c_void,
@@ -125,6 +146,8 @@ struct Driver {
     store_failed: bool,
     /// Transmits being sent (kept to reuse its allocation).
     batch: Vec<crate::node::Transmit>,
+    /// The socket is IPv6 (IPv4 peers are reached IPv4-mapped).
+    ipv6: bool,
 }
 
 /// Drive `node` on `socket` with `store`, joining through `bootstrap`, until
@@ -148,6 +171,7 @@ pub async fn run(
         store_retry: None,
         store_failed: false,
         batch: Vec::with_capacity(SEND_BATCH),
+        ipv6: listen.is_ipv6(),
     };
     d.output(Output::Ready(Me {
         address: d.node.address(),
@@ -240,6 +264,7 @@ impl Driver {
         use std::os::fd::AsRawFd;
         let mut batch = std::mem::take(&mut self.batch);
         let fd = self.socket.as_raw_fd();
+        let ipv6 = self.ipv6;
         loop {
             batch.clear();
             while batch.len() < SEND_BATCH {
@@ -256,7 +281,7 @@ impl Driver {
                 let rest = &batch[sent..];
                 match self
                     .socket
-                    .try_io(tokio::io::Interest::WRITABLE, || sendmmsg(fd, rest))
+                    .try_io(tokio::io::Interest::WRITABLE, || sendmmsg(fd, ipv6, rest))
                 {
                     Ok(n) => sent += n.max(1),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -279,7 +304,8 @@ impl Driver {
     #[cfg(not(target_os = "linux"))]
     async fn send_transmits(&mut self) {
         while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.payload, t.to).await {
+            let to = socket_addr(t.to, self.ipv6);
+            if let Err(e) = self.socket.send_to(&t.payload, to).await {
                 debug!(to = %t.to, error = %e, "send failed");
             }
         }
@@ -497,5 +523,20 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_peers_are_mapped_only_for_an_ipv6_socket() {
+        let v4: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:4000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+        assert_eq!(socket_addr(v4, true), mapped);
+        assert_eq!(socket_addr(v4, false), v4);
+        assert_eq!(socket_addr(v6, true), v6);
     }
 }

@@ -34,8 +34,15 @@ impl Proc {
 
     /// Start with exactly these arguments.
     pub fn start_raw(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_comm"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_comm"));
+        cmd.args(args);
+        Proc::spawn(cmd)
+    }
+
+    /// Start `cmd` (the comm binary, arguments and environment set) with
+    /// stdin and stdout piped.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
