@@ -83,6 +83,14 @@ pub enum Event {
         /// Its recipient.
         to: Address,
     },
+    /// The catch-up window after a start or a rejoin closed: the
+    /// `count` messages that arrived during it follow at once, as
+    /// `MessageReceived` events in the order they were written (created
+    /// time, then id). Sent only when `count` is at least 1.
+    CatchUp {
+        /// Messages released in this batch.
+        count: usize,
+    },
     /// Our message expired without an ack.
     MessageExpired {
         /// The message.

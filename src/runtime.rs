@@ -461,6 +461,7 @@ fn output_of(event: Event) -> Output {
             at_ms: unix_ms(SystemTime::now()),
         },
         Event::MessageExpired { id } => Output::Expired { id },
+        other => Output::Notice(format!("{other:?}")),
     }
 }
 

@@ -18,6 +18,7 @@
 //! reports the batch holding them durable, so nothing is confirmed (a
 //! `Stored`, an `Acknowledged`, a shown message) that a crash could undo.
 
+mod catchup;
 mod peers;
 mod rpc;
 mod timers;
@@ -45,6 +46,7 @@ use crate::relay::{Action, Ctx, OutboxState, Relay, RelayRequest, SendError};
 use crate::routing::{prefix, Insert, Prefix, RoutingTable, TablePolicy};
 use crate::wire::records::{self, BatchId, Op, Snapshot, Table, WriteBatch};
 use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN, TOKEN_LEN};
+use catchup::CatchUp;
 use peers::{LookupCache, TableView, Unproven, VerifiedCache};
 use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
 use timers::{Timer, TimerTable};
@@ -262,6 +264,9 @@ pub struct Node {
     contacts_saved: (u64, Option<Instant>),
     /// How many more received messages the front end will take.
     message_credit: usize,
+    /// Received messages kept back after a start or rejoin, to be shown
+    /// together in written order.
+    catchup: CatchUp,
 }
 
 /// Where the outputs of one input start, to hold them back if needed.
@@ -335,6 +340,7 @@ impl Node {
             contacts_dirty: false,
             contacts_saved: (0, None),
             message_credit: usize::MAX,
+            catchup: CatchUp::default(),
         })
     }
 
@@ -418,11 +424,17 @@ impl Node {
     /// End of an input: hand out what the front end can take, then hold
     /// back this input's outputs if any change is not yet durable.
     fn finish(&mut self, mark: Mark) {
-        if self.message_credit > 0 && self.relay.unshown_count() > 0 {
+        let batch = self.catchup_check();
+        if self.message_credit > 0 && self.relay.unshown_count() > 0 && !self.catchup.is_open() {
+            // Anything queued first, so that `CatchUp` precedes the batch.
+            self.pump();
             let n = self
                 .relay
                 .release_messages(&self.identity, self.message_credit);
             self.message_credit -= n;
+            if batch && n > 0 {
+                self.emit(Event::CatchUp { count: n });
+            }
             self.pump();
         }
         if self.relay.wants_pull() {
@@ -459,6 +471,41 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Count arrivals in the catch-up window and close it if it is due
+    /// (true: it just closed, what is released now is its batch), else
+    /// set its timer.
+    fn catchup_check(&mut self) -> bool {
+        if !self.catchup.is_open() {
+            return false;
+        }
+        let (quiet, max) = (self.config.catchup_quiet, self.config.catchup_max);
+        self.catchup.observe(self.now, self.relay.unshown_count());
+        if self.catchup.due(self.now, quiet, max) {
+            self.catchup.close();
+            self.timers.cancel(&Timer::CatchUp);
+            return true;
+        }
+        // A timer only while something is kept back: with nothing waiting,
+        // the next arrival's own input closes the window if it is due.
+        match self.catchup.deadline(quiet, max) {
+            Some(at) if self.relay.unshown_count() > 0 => self.timers.set(Timer::CatchUp, at),
+            _ => self.timers.cancel(&Timer::CatchUp),
+        }
+        false
+    }
+
+    /// Open the catch-up window (see [`Config::catchup_quiet`]).
+    fn open_catchup(&mut self) {
+        self.catchup.open(self.now, self.relay.unshown_count());
+    }
+
+    /// Whether received messages are being kept back for now, to be shown
+    /// together in written order once the catch-up window closes (after a
+    /// start or a rejoin: see [`Config::catchup_quiet`]).
+    pub fn catching_up(&self) -> bool {
+        self.catchup.is_open()
     }
 
     /// Records to make durable, all or nothing, before the outputs waiting
@@ -552,6 +599,11 @@ impl Node {
             .collect();
         contacts.sort();
         contacts.dedup();
+        if !contacts.is_empty() {
+            // The caller rejoins through them: what arrives meanwhile is
+            // shown together, in order (and what the store held with it).
+            self.open_catchup();
+        }
         self.pump();
         self.finish(mark);
         contacts
@@ -617,6 +669,7 @@ impl Node {
                     purpose,
                     own,
                 } => {
+                    let pull = purpose == RelayRequest::Pull;
                     match purpose {
                         RelayRequest::Store(_) => self.stats.stores_sent += 1,
                         RelayRequest::Acknowledge(_) => self.stats.acks_sent += 1,
@@ -630,6 +683,9 @@ impl Node {
                         challenge,
                         Purpose::Relay(purpose, own),
                     );
+                    if sent && pull {
+                        self.catchup.pull_sent();
+                    }
                     if !sent {
                         match purpose {
                             RelayRequest::Store(id) => self.relay.store_failed(&to.id, id, true),
@@ -657,6 +713,9 @@ impl Node {
     /// follows. Rounds repeat with backoff while nobody answers.
     pub fn bootstrap(&mut self, now: Instant, wall: SystemTime, addrs: Vec<SocketAddr>) {
         let mark = self.begin(now, wall);
+        if !addrs.is_empty() {
+            self.open_catchup();
+        }
         self.boot = Bootstrap {
             addrs,
             backoff: self.config.bootstrap_retry,
@@ -870,7 +929,9 @@ impl Node {
                 // queued messages wait for.
                 self.put_record(now, &r.closest, &tokens);
                 self.retry_keys(now, true);
-                // Ask our neighbourhood for messages and acks held for us.
+                // Ask our neighbourhood for messages and acks held for us,
+                // keeping back what arrives until the answers are in.
+                self.open_catchup();
                 let near = self.table.closest(&self.me, k);
                 self.relay.pull(&near);
                 self.pump();
@@ -1456,7 +1517,11 @@ impl Node {
             Purpose::Relay(RelayRequest::Acknowledge(id), _) => {
                 self.relay.on_acknowledged(contact, id)
             }
-            Purpose::Relay(RelayRequest::Pull, _) => {}
+            Purpose::Relay(RelayRequest::Pull, _) => {
+                if let Body::Pulled { count } = packet.body {
+                    self.catchup.pull_done(now, Some(count), !late);
+                }
+            }
         }
     }
 
@@ -1526,6 +1591,8 @@ impl Node {
                     }
                 }
                 Timer::Maintenance => self.maintenance(now),
+                // `finish` closes it.
+                Timer::CatchUp => {}
             }
             self.pump();
         }
@@ -1650,7 +1717,7 @@ impl Node {
                     self.relay.ack_failed(&p, id, false);
                 }
             }
-            Purpose::Relay(RelayRequest::Pull, _) => {}
+            Purpose::Relay(RelayRequest::Pull, _) => self.catchup.pull_done(now, None, true),
         }
     }
 
