@@ -424,3 +424,34 @@ fn messages_held_for_a_returning_recipient_are_shown_in_written_order_after_catc
         0
     );
 }
+
+#[test]
+fn a_cancelled_message_stays_cancelled_after_a_restart() {
+    let config = Config::default();
+    let mut sim = network(60, 5, &config);
+    let recipient = offline_node(&mut sim, &config);
+    let sender = 3;
+    let id = sim.send(sender, recipient, b"never mind").expect("send");
+    sim.run_for(Duration::from_secs(30));
+    let held = sim.node(sender).held_report(sim.now(), sim.wall());
+    assert!(held.iter().any(|r| r.id == id && r.own));
+    let report = sim
+        .with_node(sender, |n, now, wall| n.cancel(now, wall, id))
+        .expect("cancel");
+    assert!(report.relays_holding >= 1, "{report:?}");
+    assert!(!sim.node(sender).holds(&id));
+    sim.take_events();
+    sim.restart(sender);
+    sim.run_for(Duration::from_secs(600));
+    assert_eq!(sim.node(sender).outbox_state(&id), None);
+    assert!(!sim.node(sender).holds(&id));
+    assert_eq!(
+        count_events(&sim, sender, |e| matches!(
+            e,
+            Event::MessageSent { .. } | Event::Delivered { .. } | Event::MessageExpired { .. }
+        )),
+        0
+    );
+    let again = sim.with_node(sender, |n, now, wall| n.cancel(now, wall, id));
+    assert_eq!(again, Err(comm::node::CancelError::Unknown(id)));
+}

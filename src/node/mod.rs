@@ -43,6 +43,7 @@ use crate::lookup::{Lookup, LookupResult};
 use crate::message::{IdentityRecord, MessageId};
 use crate::records::{RecordStore, Refusal, Tokens};
 use crate::relay::{Action, Ctx, OutboxState, Relay, RelayRequest, SendError};
+pub use crate::relay::{CancelError, CancelReport, HeldRow, TombstoneRow};
 use crate::routing::{prefix, Insert, Prefix, RoutingTable, TablePolicy};
 use crate::wire::records::{self, BatchId, Op, Snapshot, Table, WriteBatch};
 use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN, TOKEN_LEN};
@@ -781,6 +782,41 @@ impl Node {
         self.pump();
         self.finish(mark);
         Ok(r?)
+    }
+
+    /// Withdraw our own message `id` (as [`Node::send`] returned it) that
+    /// is not yet delivered: forget its draft, or its outbox entry and our
+    /// own held copy, and stop relaying it. The removal is written with the
+    /// next batch ([`Node::poll_write`]), so it does not come back after a
+    /// restart. Copies already placed stay with their relays until their
+    /// TTL or budget runs out (a node cannot recall what it does not hold),
+    /// so the recipient may still receive it; the report says how many
+    /// relays are known to hold one. No `MessageSent`, `Delivered` or
+    /// `MessageExpired` follows for it; an ack that still arrives is kept
+    /// as a tombstone, silently.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        id: MessageId,
+    ) -> Result<CancelReport, CancelError> {
+        let mark = self.begin(now, wall);
+        let r = self.relay.cancel(id);
+        self.pump();
+        self.finish(mark);
+        r
+    }
+
+    /// Every message this node holds (for others, and our own undelivered
+    /// ones flagged `own`), soonest to expire first: for `/held`.
+    pub fn held_report(&self, now: Instant, wall: SystemTime) -> Vec<HeldRow> {
+        self.relay.held_report(now.max(self.now), unix_ms(wall))
+    }
+
+    /// Every ack tombstone kept, soonest forgotten first: for
+    /// `/tombstones`.
+    pub fn tombstones_report(&self, wall: SystemTime) -> Vec<TombstoneRow> {
+        self.relay.tombstones_report(unix_ms(wall))
     }
 
     /// Tell the node `key` belongs to the address it hashes to (the user

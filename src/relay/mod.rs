@@ -11,10 +11,12 @@
 //! `Config` value. The unit tests in `tests.rs` drive it with no `Node`.
 
 mod acks;
+mod cancel;
 mod drafts;
 mod held;
 mod inbox;
 mod outbox;
+mod report;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -27,7 +29,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::debug;
 
+pub use cancel::{CancelError, CancelReport};
 pub use outbox::OutboxState;
+pub use report::{HeldRow, TombstoneRow};
 
 use crate::address::Address;
 use crate::config::Config;
@@ -430,6 +434,7 @@ impl Relay {
                             route,
                             own,
                             source: r.source,
+                            taken_at: now,
                         },
                     );
                     self.act(Action::Schedule(RouteKey { id, ack: false }, now));
@@ -618,6 +623,7 @@ impl Relay {
                 route,
                 own: true,
                 source: None,
+                taken_at: ctx.now,
             },
         );
         self.touch(Table::Held, id);
@@ -1047,6 +1053,7 @@ impl Relay {
                 route,
                 own: false,
                 source,
+                taken_at: ctx.now,
             },
         );
         self.touch(Table::Held, id);

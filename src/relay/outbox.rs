@@ -53,6 +53,11 @@ impl Outbox {
         self.map.get(id)
     }
 
+    /// Every entry, by envelope id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&MessageId, &Outgoing)> {
+        self.map.iter()
+    }
+
     pub(crate) fn contains(&self, id: &MessageId) -> bool {
         self.map.contains_key(id)
     }
