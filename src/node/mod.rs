@@ -19,6 +19,7 @@
 //! `Stored`, an `Acknowledged`, a shown message) that a crash could undo.
 
 mod catchup;
+mod latency;
 mod peers;
 mod rpc;
 mod timers;
@@ -48,6 +49,7 @@ use crate::routing::{prefix, Insert, Prefix, RoutingTable, TablePolicy};
 use crate::wire::records::{self, BatchId, Op, Snapshot, Table, WriteBatch};
 use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN, TOKEN_LEN};
 use catchup::CatchUp;
+pub use latency::{LatencyHistogram, LATENCY_BUCKETS};
 use peers::{LookupCache, TableView, Unproven, VerifiedCache};
 use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
 use timers::{Timer, TimerTable};
@@ -106,12 +108,26 @@ pub struct Stats {
     pub write_batches: u64,
     /// Inputs dropped or refused, by reason.
     pub dropped: BTreeMap<DropReason, u64>,
+    /// Round trips of answered requests (those not retransmitted: an
+    /// answer to a retransmission cannot be timed), in fixed buckets.
+    pub rpc_latency: LatencyHistogram,
 }
 
 impl Stats {
     /// All drops, whatever the reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    /// Percentiles (0 to 100) of the answered requests' round trips, at
+    /// most √2 above the true value; `None` for each before any answer.
+    pub fn rpc_latency_percentiles(&self, ps: &[f64]) -> Vec<Option<Duration>> {
+        self.rpc_latency.percentiles(ps)
+    }
+
+    /// Requests answered and timed (the histogram's count).
+    pub fn rpc_answered(&self) -> u64 {
+        self.rpc_latency.count()
     }
 
     /// Drops counted under `reason`.
@@ -179,6 +195,22 @@ struct Bootstrap {
 enum Gated {
     Transmit(Transmit),
     Event(Event),
+}
+
+/// One contact of the routing table, as `/peers` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    /// Its bucket (the length of the prefix it shares with us).
+    pub bucket: usize,
+    /// Who and where.
+    pub contact: Contact,
+    /// Since it last answered us or sent us a request.
+    pub last_seen: Duration,
+    /// Smoothed round trip of its answers; `None` until one was timed.
+    pub rtt: Option<Duration>,
+    /// Requests to it that failed in a row (it is dropped at
+    /// `max_failures`).
+    pub failures: u32,
 }
 
 /// Milliseconds since the Unix epoch at `t` (0 before it).
@@ -383,6 +415,24 @@ impl Node {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// One row per routing-table contact, bucket by bucket (least
+    /// recently seen first in each): for `/peers`.
+    pub fn peer_rows(&self, now: Instant) -> Vec<PeerReport> {
+        let now = now.max(self.now);
+        self.table
+            .buckets()
+            .flat_map(|(i, b)| {
+                b.entries().iter().map(move |e| PeerReport {
+                    bucket: i,
+                    contact: e.contact,
+                    last_seen: now.saturating_duration_since(e.last_seen),
+                    rtt: e.rtt,
+                    failures: e.failures,
+                })
+            })
+            .collect()
     }
 
     /// Lookups in progress.
@@ -1461,6 +1511,10 @@ impl Node {
         self.flush_sink();
         if late {
             self.stats.late_answers += 1;
+        }
+        if let Some(r) = rpc.rtt {
+            self.stats.rpc_latency.record(r);
+            self.table.record_rtt(&packet.sender, &from, r);
         }
         if rpc.slow {
             self.stats.slow_answers += 1;
