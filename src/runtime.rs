@@ -423,7 +423,7 @@ fn output_of(event: Event) -> Output {
             retry_in,
         },
         Event::LookupDone { result, .. } => Output::Lookup(result),
-        Event::MessageQueued { id, to } => Output::Queued { id, to },
+        Event::MessageQueued { id, to, .. } => Output::Queued { id, to },
         Event::KeyNotFound {
             to,
             queued,
@@ -438,6 +438,7 @@ fn output_of(event: Event) -> Output {
             to,
             relays,
             direct,
+            ..
         } => Output::Sent {
             id,
             to,

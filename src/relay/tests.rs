@@ -831,7 +831,9 @@ fn sending_places_copies_after_one_lookup_and_reports_sent_then_delivered() {
             id: id1,
             to,
             relays: 8,
-            direct: false
+            direct: false,
+            no_contacts: false,
+            expires_at_ms: NOW_MS + Config::default().default_ttl.as_millis() as u64,
         }]
     );
     // The ack arrives through a relay.
@@ -1177,7 +1179,14 @@ fn without_the_key_a_message_waits_as_a_draft_and_is_sealed_once_it_is_learned()
         .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"secret words")))
         .expect("send");
     let actions = h.take();
-    assert_eq!(events(&actions), vec![Event::MessageQueued { id, to }]);
+    assert_eq!(
+        events(&actions),
+        vec![Event::MessageQueued {
+            id,
+            to,
+            expires_at_ms: NOW_MS + Config::default().default_ttl.as_millis() as u64
+        }]
+    );
     assert!(actions.contains(&Action::FindKey(to)));
     assert!(stores(&actions).is_empty(), "nothing leaves unsealed");
     assert_eq!(h.relay.wanted_keys(), vec![to]);
@@ -1373,4 +1382,46 @@ fn the_reports_list_held_copies_by_expiry_and_tombstones_by_keep_time() {
     );
     assert!(t[0].keep_until_ms > e.expires_at_ms());
     assert!(h.relay.tombstones_report(t[0].keep_until_ms).is_empty());
+}
+
+#[test]
+fn sent_with_no_contact_at_all_says_so() {
+    let mut h = H::new(Config::default());
+    let to = Identity::from_seed([2; 32]).address();
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"alone")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &[]));
+    assert_eq!(
+        events(&h.take()),
+        vec![Event::MessageSent {
+            id,
+            to,
+            relays: 0,
+            direct: false,
+            no_contacts: true,
+            expires_at_ms: NOW_MS + Config::default().default_ttl.as_millis() as u64,
+        }]
+    );
+    // With contacts that do not answer: offered, nobody has it yet.
+    let ns = h.neighbours(to, 2);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"later")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    for c in &ns {
+        h.run(|r, _| r.store_failed(&c.id, id, false));
+    }
+    let ev = events(&h.take());
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::MessageSent {
+                relays: 0,
+                no_contacts: false,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
 }
