@@ -247,6 +247,10 @@ pub struct Config {
     /// copy (for purging them when the ack comes). Default 64; further
     /// claims are not recorded.
     pub max_tracked_peers: usize,
+    /// Steps a user lookup records for `/lookup`'s round-by-round path
+    /// (`LookupResult::path`). Default 64; later steps are not recorded.
+    /// The node's own lookups record none.
+    pub lookup_path_max: usize,
     /// Catch-up window, quiet part: after a start or a rejoin, once every
     /// `Pull` is answered, received messages are kept back until none has
     /// arrived for this long (or the largest count a relay reported has
@@ -323,6 +327,7 @@ impl Default for Config {
             max_inbox: 16384,
             max_unshown: 1024,
             max_tracked_peers: 64,
+            lookup_path_max: 64,
             catchup_quiet: Duration::from_millis(1500),
             catchup_max: Duration::from_secs(15),
             max_twin_endpoints: 16,

@@ -904,6 +904,10 @@ impl Node {
         );
         let id = self.next_lookup;
         self.next_lookup += 1;
+        let mut lookup = lookup;
+        if kind == LookupKind::User {
+            lookup.record_path(self.config.lookup_path_max);
+        }
         self.lookups.insert(id, (lookup, kind));
         match kind {
             LookupKind::Relay(t) => {
@@ -970,7 +974,7 @@ impl Node {
             }
             if let Some((lookup, _)) = self.lookups.get_mut(&id) {
                 for r in refused {
-                    lookup.on_failure(&r);
+                    lookup.on_refused(&r);
                 }
             }
         }
@@ -1575,6 +1579,9 @@ impl Node {
                 let me = self.me;
                 if let Some((lookup, _)) = self.lookups.get_mut(&id) {
                     lookup.on_response(&contact.id, &contacts, &me);
+                    if let Some(r) = rpc.rtt {
+                        lookup.note_rtt(&contact.id, r);
+                    }
                     if let Some(token) = token {
                         // At most one per candidate the lookup asked.
                         self.lookup_tokens

@@ -507,3 +507,40 @@ fn answered_requests_give_each_contact_a_round_trip_and_the_node_percentiles() {
         assert!(q >= lo && q <= hi.mul_f64(1.42), "{q:?}");
     }
 }
+
+#[test]
+fn a_user_lookup_records_its_path_round_by_round() {
+    use crate::lookup::StepOutcome;
+    use crate::sim::{Sim, SimConfig};
+    let mut sim = Sim::new(SimConfig {
+        seed: 4,
+        ..SimConfig::default()
+    });
+    sim.grow(
+        40,
+        &Config::default(),
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    );
+    sim.take_events();
+    let target = sim.node(30).address();
+    let id = sim.lookup(3, target).expect("lookup");
+    sim.run_for(Duration::from_secs(10));
+    let result = sim
+        .events()
+        .iter()
+        .find_map(|(n, e)| match e {
+            Event::LookupDone { id: got, result } if *n == 3 && *got == id => Some(result.clone()),
+            _ => None,
+        })
+        .expect("lookup done");
+    assert!(!result.path.is_empty());
+    assert!(result.path.len() <= Config::default().lookup_path_max);
+    assert_eq!(result.path[0].round, 1);
+    assert!(result
+        .path
+        .iter()
+        .any(|s| s.outcome == StepOutcome::Answered && s.rtt.is_some()));
+    assert!(result.path.iter().all(|s| s.round <= result.rounds));
+    assert_eq!(result.path.len() as u32, result.rpcs, "every request ended");
+}
