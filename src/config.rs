@@ -59,8 +59,6 @@ pub const SETTABLE: &[&str] = &[
     "relay",
     "catchup_quiet_ms",
     "catchup_max_ms",
-    "max_twin_endpoints",
-    "twin_report_interval_secs",
 ];
 
 /// Tunable protocol and resource limits of one node.
@@ -261,13 +259,6 @@ pub struct Config {
     /// Catch-up window, longest: messages are never kept back longer than
     /// this after the window opened, whatever relays do. Default 15 s.
     pub catchup_max: Duration,
-    /// Endpoints remembered as serving our own address elsewhere (see
-    /// `Event::SameIdentityElsewhere`). Default 16; the oldest is
-    /// forgotten first.
-    pub max_twin_endpoints: usize,
-    /// How often the same other endpoint serving our address is reported
-    /// again. Default 1 hour.
-    pub twin_report_interval: Duration,
 }
 
 impl Default for Config {
@@ -330,8 +321,6 @@ impl Default for Config {
             lookup_path_max: 64,
             catchup_quiet: Duration::from_millis(1500),
             catchup_max: Duration::from_secs(15),
-            max_twin_endpoints: 16,
-            twin_report_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -366,10 +355,6 @@ impl Config {
             "relay" => self.relay = value.parse().map_err(|_| bad())?,
             "catchup_quiet_ms" => self.catchup_quiet = Duration::from_millis(n32()?.into()),
             "catchup_max_ms" => self.catchup_max = Duration::from_millis(n32()?.into()),
-            "max_twin_endpoints" => self.max_twin_endpoints = n()?,
-            "twin_report_interval_secs" => {
-                self.twin_report_interval = Duration::from_secs(n32()?.into())
-            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
