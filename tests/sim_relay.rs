@@ -86,6 +86,12 @@ fn a_message_waits_12_hours_for_its_recipient_then_every_copy_is_purged() {
         ) > 0
     });
     assert!(delivered, "sender saw the ack");
+    // The recipient shows it once its catch-up window closes (the ack
+    // does not wait for that: the message is stored first).
+    let caught_up = sim.run_while(Duration::from_secs(30), |s| {
+        !s.node(recipient).catching_up()
+    });
+    assert!(caught_up);
     let shown = count_events(
         &sim,
         recipient,
