@@ -57,6 +57,8 @@ pub const SETTABLE: &[&str] = &[
     "max_records",
     "max_keys",
     "relay",
+    "catchup_quiet_ms",
+    "catchup_max_ms",
 ];
 
 /// Tunable protocol and resource limits of one node.
@@ -243,6 +245,20 @@ pub struct Config {
     /// copy (for purging them when the ack comes). Default 64; further
     /// claims are not recorded.
     pub max_tracked_peers: usize,
+    /// Steps a user lookup records for `/lookup`'s round-by-round path
+    /// (`LookupResult::path`). Default 64; later steps are not recorded.
+    /// The node's own lookups record none.
+    pub lookup_path_max: usize,
+    /// Catch-up window, quiet part: after a start or a rejoin, once every
+    /// `Pull` is answered, received messages are kept back until none has
+    /// arrived for this long (or the largest count a relay reported has
+    /// arrived), then shown together in the order they were written.
+    /// Default 1.5 s: copies pushed by different relays arrive within a
+    /// few round trips of each other. Local behaviour, not on the wire.
+    pub catchup_quiet: Duration,
+    /// Catch-up window, longest: messages are never kept back longer than
+    /// this after the window opened, whatever relays do. Default 15 s.
+    pub catchup_max: Duration,
 }
 
 impl Default for Config {
@@ -302,6 +318,9 @@ impl Default for Config {
             max_inbox: 16384,
             max_unshown: 1024,
             max_tracked_peers: 64,
+            lookup_path_max: 64,
+            catchup_quiet: Duration::from_millis(1500),
+            catchup_max: Duration::from_secs(15),
         }
     }
 }
@@ -334,6 +353,8 @@ impl Config {
             "max_records" => self.max_records = n()?,
             "max_keys" => self.max_keys = n()?,
             "relay" => self.relay = value.parse().map_err(|_| bad())?,
+            "catchup_quiet_ms" => self.catchup_quiet = Duration::from_millis(n32()?.into()),
+            "catchup_max_ms" => self.catchup_max = Duration::from_millis(n32()?.into()),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -411,6 +432,12 @@ mod tests {
         c.set("max_inbox", "16").unwrap();
         c.set("relay", "false").unwrap();
         assert_eq!((c.max_inbox, c.relay), (16, false));
+        c.set("catchup_quiet_ms", "200").unwrap();
+        c.set("catchup_max_ms", "3000").unwrap();
+        assert_eq!(
+            (c.catchup_quiet, c.catchup_max),
+            (Duration::from_millis(200), Duration::from_secs(3))
+        );
         assert!(matches!(c.set("k", "3"), Err(ConfigError::UnknownKey(_))));
         assert!(matches!(
             c.set("max_inbox", "x"),

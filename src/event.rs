@@ -41,6 +41,8 @@ pub enum Event {
         id: MessageId,
         /// Its recipient.
         to: Address,
+        /// Until when it will be tried, ms since the Unix epoch.
+        expires_at_ms: u64,
     },
     /// No identity record was found for `to`: its messages stay queued
     /// and the lookup is tried again in `retry_in`.
@@ -63,6 +65,13 @@ pub enum Event {
         relays: usize,
         /// The recipient itself took it (no relay needed).
         direct: bool,
+        /// Why nobody has it yet when `relays` is 0 and not `direct`:
+        /// true when the node had no contact to send it to (it is sent
+        /// once the node has joined), false when copies were offered and
+        /// no relay confirmed one yet (it is retried with backoff).
+        no_contacts: bool,
+        /// Until when it will be tried, ms since the Unix epoch.
+        expires_at_ms: u64,
     },
     /// A message for us, handed to the user once per run (it was stored
     /// before it was acknowledged; the front end records it shown).
@@ -82,6 +91,14 @@ pub enum Event {
         id: MessageId,
         /// Its recipient.
         to: Address,
+    },
+    /// The catch-up window after a start or a rejoin closed: the
+    /// `count` messages that arrived during it follow at once, as
+    /// `MessageReceived` events in the order they were written (created
+    /// time, then id). Sent only when `count` is at least 1.
+    CatchUp {
+        /// Messages released in this batch.
+        count: usize,
     },
     /// Our message expired without an ack.
     MessageExpired {

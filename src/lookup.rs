@@ -12,6 +12,7 @@
 //! full request timeout, but its answer is still used if it comes late.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::address::{Address, Distance};
 use crate::wire::Contact;
@@ -38,6 +39,34 @@ struct Candidate {
     round: u32,
 }
 
+/// How one request of a lookup ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepOutcome {
+    /// It answered (perhaps late).
+    Answered,
+    /// No answer after every retry.
+    TimedOut,
+    /// It could not be sent (the request queue was full).
+    Failed,
+}
+
+/// One request of a lookup, for showing its path round by round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupStep {
+    /// Sequential round the contact was learned in (seeds are round 1).
+    pub round: u32,
+    /// Whom it asked.
+    pub contact: Contact,
+    /// How it ended.
+    pub outcome: StepOutcome,
+    /// Contacts it returned that were new to the lookup and closer to the
+    /// target than itself.
+    pub new_closer: usize,
+    /// Its round trip, when it answered without a retransmission.
+    pub rtt: Option<Duration>,
+}
+
 /// One iterative lookup of a target address.
 #[derive(Clone, Debug)]
 pub struct Lookup {
@@ -49,6 +78,8 @@ pub struct Lookup {
     in_flight: usize,
     rpcs: u32,
     rounds: u32,
+    /// Steps recorded, and the most kept (`None`: not recording).
+    path: Option<(Vec<LookupStep>, usize)>,
 }
 
 /// Outcome of a finished lookup.
@@ -62,6 +93,10 @@ pub struct LookupResult {
     pub rounds: u32,
     /// Requests sent (retransmissions not counted).
     pub rpcs: u32,
+    /// Each request in the order it ended, for lookups the user started
+    /// (empty for the node's own lookups, to keep them cheap); at most
+    /// `lookup_path_max` steps.
+    pub path: Vec<LookupStep>,
 }
 
 impl Lookup {
@@ -84,6 +119,7 @@ impl Lookup {
             in_flight: 0,
             rpcs: 0,
             rounds: 0,
+            path: None,
         };
         for c in seeds {
             if c.id != me {
@@ -96,6 +132,42 @@ impl Lookup {
     /// The address being looked up.
     pub fn target(&self) -> Address {
         self.target
+    }
+
+    /// Record each request's step, keeping at most `cap` of them.
+    pub fn record_path(&mut self, cap: usize) {
+        self.path = Some((Vec::new(), cap));
+    }
+
+    fn step(&mut self, round: u32, contact: Contact, outcome: StepOutcome, new_closer: usize) {
+        if let Some((path, cap)) = &mut self.path {
+            if path.len() < *cap {
+                path.push(LookupStep {
+                    round,
+                    contact,
+                    outcome,
+                    new_closer,
+                    rtt: None,
+                });
+            }
+        }
+    }
+
+    /// The answer from `from` took `rtt`: note it on its last step.
+    pub fn note_rtt(&mut self, from: &Address, rtt: Duration) {
+        if let Some((path, _)) = &mut self.path {
+            if let Some(s) = path.iter_mut().rev().find(|s| s.contact.id == *from) {
+                s.rtt = Some(rtt);
+            }
+        }
+    }
+
+    /// The request to `from` could not be sent: as a failure.
+    pub fn on_refused(&mut self, from: &Address) {
+        if let Some(c) = self.find_mut(from).map(|c| (c.round, c.contact)) {
+            self.step(c.0, c.1, StepOutcome::Failed, 0);
+        }
+        self.fail(from);
     }
 
     fn add(&mut self, contact: Contact, round: u32) {
@@ -165,7 +237,7 @@ impl Lookup {
     /// `from` answered with `contacts` (possibly late: after the soft
     /// timeout, or even after its request failed).
     pub fn on_response(&mut self, from: &Address, contacts: &[Contact], me: &Address) {
-        let (round, was_waiting) = match self.find_mut(from) {
+        let (round, was_waiting, asked) = match self.find_mut(from) {
             Some(c)
                 if matches!(
                     c.state,
@@ -174,18 +246,26 @@ impl Lookup {
             {
                 let was_waiting = c.state == State::Waiting;
                 c.state = State::Succeeded;
-                (c.round, was_waiting)
+                (c.round, was_waiting, c.contact)
             }
             _ => return,
         };
         if was_waiting {
             self.in_flight -= 1;
         }
+        let own = from.distance(&self.target);
+        let mut new_closer = 0;
         for c in contacts {
             if c.id != *me {
+                let d = c.id.distance(&self.target);
+                let new = !self.candidates.contains_key(&d);
                 self.add(*c, round + 1);
+                if new && d < own && self.candidates.contains_key(&d) {
+                    new_closer += 1;
+                }
             }
         }
+        self.step(round, asked, StepOutcome::Answered, new_closer);
     }
 
     /// The request to `from` has not been answered within the soft timeout:
@@ -201,6 +281,17 @@ impl Lookup {
 
     /// The request to `from` failed (timed out after retries, or refused).
     pub fn on_failure(&mut self, from: &Address) {
+        let asked = self
+            .find_mut(from)
+            .filter(|c| matches!(c.state, State::Waiting | State::Unresponsive))
+            .map(|c| (c.round, c.contact));
+        if let Some((round, contact)) = asked {
+            self.step(round, contact, StepOutcome::TimedOut, 0);
+        }
+        self.fail(from);
+    }
+
+    fn fail(&mut self, from: &Address) {
         if let Some(c) = self.find_mut(from) {
             match c.state {
                 State::Waiting => {
@@ -250,6 +341,11 @@ impl Lookup {
                 .collect(),
             rounds: self.rounds,
             rpcs: self.rpcs,
+            path: self
+                .path
+                .as_ref()
+                .map(|(p, _)| p.clone())
+                .unwrap_or_default(),
         }
     }
 }

@@ -462,7 +462,7 @@ fn output_of(event: Event) -> Output {
             retry_in,
         },
         Event::LookupDone { result, .. } => Output::Lookup(result),
-        Event::MessageQueued { id, to } => Output::Queued { id, to },
+        Event::MessageQueued { id, to, .. } => Output::Queued { id, to },
         Event::KeyNotFound {
             to,
             queued,
@@ -477,6 +477,7 @@ fn output_of(event: Event) -> Output {
             to,
             relays,
             direct,
+            ..
         } => Output::Sent {
             id,
             to,
@@ -500,6 +501,7 @@ fn output_of(event: Event) -> Output {
             at_ms: unix_ms(SystemTime::now()),
         },
         Event::MessageExpired { id } => Output::Expired { id },
+        other => Output::Notice(format!("{other:?}")),
     }
 }
 

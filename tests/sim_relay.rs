@@ -86,6 +86,12 @@ fn a_message_waits_12_hours_for_its_recipient_then_every_copy_is_purged() {
         ) > 0
     });
     assert!(delivered, "sender saw the ack");
+    // The recipient shows it once its catch-up window closes (the ack
+    // does not wait for that: the message is stored first).
+    let caught_up = sim.run_while(Duration::from_secs(30), |s| {
+        !s.node(recipient).catching_up()
+    });
+    assert!(caught_up);
     let shown = count_events(
         &sim,
         recipient,
@@ -349,4 +355,109 @@ fn a_false_claim_to_hold_a_copy_does_not_stop_delivery() {
         ) == 1
     });
     assert!(got, "the recipient never got the message");
+}
+
+#[test]
+fn messages_held_for_a_returning_recipient_are_shown_in_written_order_after_catch_up() {
+    let config = Config::default();
+    let mut sim = network(120, 23, &config);
+    let recipient = offline_node(&mut sim, &config);
+    let sender = 7;
+    let texts: [&'static [u8]; 5] = [b"one", b"two", b"three", b"four", b"five"];
+    let mut ids = Vec::new();
+    for t in texts {
+        ids.push(sim.send(sender, recipient, t).expect("send"));
+        // Distinct creation times, a few seconds apart.
+        sim.run_for(Duration::from_secs(7));
+    }
+    sim.run_for(Duration::from_secs(3600));
+    for id in &ids {
+        assert!(!sim.holders(id).is_empty(), "a copy waits");
+    }
+    sim.take_events();
+
+    sim.set_online(recipient, true);
+    sim.bootstrap(recipient, &[40]);
+    let all = sim.run_while(Duration::from_secs(120), |s| {
+        count_events(s, recipient, |e| matches!(e, Event::MessageReceived { .. })) == 5
+    });
+    assert!(all, "all five arrived");
+    let seen: Vec<&Event> = sim
+        .events()
+        .iter()
+        .filter(|(n, e)| {
+            *n == recipient && matches!(e, Event::MessageReceived { .. } | Event::CatchUp { .. })
+        })
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        seen.first(),
+        Some(&&Event::CatchUp { count: 5 }),
+        "{seen:?}"
+    );
+    let order: Vec<MessageId> = seen[1..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ids, "shown in the order written");
+    let bodies: Vec<Bytes> = seen[1..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReceived { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        texts
+            .iter()
+            .map(|t| Bytes::from_static(t))
+            .collect::<Vec<_>>()
+    );
+
+    // Later messages are shown at once, with no catch-up batch.
+    sim.take_events();
+    sim.send(sender, recipient, b"six").expect("send");
+    let shown = sim.run_while(Duration::from_secs(60), |s| {
+        count_events(s, recipient, |e| matches!(e, Event::MessageReceived { .. })) == 1
+    });
+    assert!(shown);
+    assert_eq!(
+        count_events(&sim, recipient, |e| matches!(e, Event::CatchUp { .. })),
+        0
+    );
+}
+
+#[test]
+fn a_cancelled_message_stays_cancelled_after_a_restart() {
+    let config = Config::default();
+    let mut sim = network(60, 5, &config);
+    let recipient = offline_node(&mut sim, &config);
+    let sender = 3;
+    let id = sim.send(sender, recipient, b"never mind").expect("send");
+    sim.run_for(Duration::from_secs(30));
+    let held = sim.node(sender).held_report(sim.now(), sim.wall());
+    assert!(held.iter().any(|r| r.id == id && r.own));
+    let report = sim
+        .with_node(sender, |n, now, wall| n.cancel(now, wall, id))
+        .expect("cancel");
+    assert!(report.relays_holding >= 1, "{report:?}");
+    assert!(!sim.node(sender).holds(&id));
+    sim.take_events();
+    sim.restart(sender);
+    sim.run_for(Duration::from_secs(600));
+    assert_eq!(sim.node(sender).outbox_state(&id), None);
+    assert!(!sim.node(sender).holds(&id));
+    assert_eq!(
+        count_events(&sim, sender, |e| matches!(
+            e,
+            Event::MessageSent { .. } | Event::Delivered { .. } | Event::MessageExpired { .. }
+        )),
+        0
+    );
+    let again = sim.with_node(sender, |n, now, wall| n.cancel(now, wall, id));
+    assert_eq!(again, Err(comm::node::CancelError::Unknown(id)));
 }

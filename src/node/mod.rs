@@ -18,6 +18,8 @@
 //! reports the batch holding them durable, so nothing is confirmed (a
 //! `Stored`, an `Acknowledged`, a shown message) that a crash could undo.
 
+mod catchup;
+mod latency;
 mod peers;
 mod rpc;
 mod timers;
@@ -42,9 +44,12 @@ use crate::lookup::{Lookup, LookupResult};
 use crate::message::{IdentityRecord, MessageId};
 use crate::records::{RecordStore, Refusal, Tokens};
 use crate::relay::{Action, Ctx, OutboxState, Relay, RelayRequest, SendError};
+pub use crate::relay::{CancelError, CancelReport, HeldRow, TombstoneRow};
 use crate::routing::{prefix, Insert, Prefix, RoutingTable, TablePolicy};
 use crate::wire::records::{self, BatchId, Op, Snapshot, Table, WriteBatch};
 use crate::wire::{self, Body, Contact, Packet, Proof, CHALLENGE_LEN, TOKEN_LEN};
+use catchup::CatchUp;
+pub use latency::{LatencyHistogram, LATENCY_BUCKETS};
 use peers::{LookupCache, TableView, Unproven, VerifiedCache};
 use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
 use timers::{Timer, TimerTable};
@@ -103,12 +108,26 @@ pub struct Stats {
     pub write_batches: u64,
     /// Inputs dropped or refused, by reason.
     pub dropped: BTreeMap<DropReason, u64>,
+    /// Round trips of answered requests (those not retransmitted: an
+    /// answer to a retransmission cannot be timed), in fixed buckets.
+    pub rpc_latency: LatencyHistogram,
 }
 
 impl Stats {
     /// All drops, whatever the reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    /// Percentiles (0 to 100) of the answered requests' round trips, at
+    /// most √2 above the true value; `None` for each before any answer.
+    pub fn rpc_latency_percentiles(&self, ps: &[f64]) -> Vec<Option<Duration>> {
+        self.rpc_latency.percentiles(ps)
+    }
+
+    /// Requests answered and timed (the histogram's count).
+    pub fn rpc_answered(&self) -> u64 {
+        self.rpc_latency.count()
     }
 
     /// Drops counted under `reason`.
@@ -176,6 +195,22 @@ struct Bootstrap {
 enum Gated {
     Transmit(Transmit),
     Event(Event),
+}
+
+/// One contact of the routing table, as `/peers` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    /// Its bucket (the length of the prefix it shares with us).
+    pub bucket: usize,
+    /// Who and where.
+    pub contact: Contact,
+    /// Since it last answered us or sent us a request.
+    pub last_seen: Duration,
+    /// Smoothed round trip of its answers; `None` until one was timed.
+    pub rtt: Option<Duration>,
+    /// Requests to it that failed in a row (it is dropped at
+    /// `max_failures`).
+    pub failures: u32,
 }
 
 /// Milliseconds since the Unix epoch at `t` (0 before it).
@@ -262,6 +297,9 @@ pub struct Node {
     contacts_saved: (u64, Option<Instant>),
     /// How many more received messages the front end will take.
     message_credit: usize,
+    /// Received messages kept back after a start or rejoin, to be shown
+    /// together in written order.
+    catchup: CatchUp,
 }
 
 /// Where the outputs of one input start, to hold them back if needed.
@@ -335,6 +373,7 @@ impl Node {
             contacts_dirty: false,
             contacts_saved: (0, None),
             message_credit: usize::MAX,
+            catchup: CatchUp::default(),
         })
     }
 
@@ -378,6 +417,24 @@ impl Node {
         &self.stats
     }
 
+    /// One row per routing-table contact, bucket by bucket (least
+    /// recently seen first in each): for `/peers`.
+    pub fn peer_rows(&self, now: Instant) -> Vec<PeerReport> {
+        let now = now.max(self.now);
+        self.table
+            .buckets()
+            .flat_map(|(i, b)| {
+                b.entries().iter().map(move |e| PeerReport {
+                    bucket: i,
+                    contact: e.contact,
+                    last_seen: now.saturating_duration_since(e.last_seen),
+                    rtt: e.rtt,
+                    failures: e.failures,
+                })
+            })
+            .collect()
+    }
+
     /// Lookups in progress.
     pub fn lookups_running(&self) -> usize {
         self.lookups.len()
@@ -418,11 +475,17 @@ impl Node {
     /// End of an input: hand out what the front end can take, then hold
     /// back this input's outputs if any change is not yet durable.
     fn finish(&mut self, mark: Mark) {
-        if self.message_credit > 0 && self.relay.unshown_count() > 0 {
+        let batch = self.catchup_check();
+        if self.message_credit > 0 && self.relay.unshown_count() > 0 && !self.catchup.is_open() {
+            // Anything queued first, so that `CatchUp` precedes the batch.
+            self.pump();
             let n = self
                 .relay
                 .release_messages(&self.identity, self.message_credit);
             self.message_credit -= n;
+            if batch && n > 0 {
+                self.emit(Event::CatchUp { count: n });
+            }
             self.pump();
         }
         if self.relay.wants_pull() {
@@ -459,6 +522,41 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Count arrivals in the catch-up window and close it if it is due
+    /// (true: it just closed, what is released now is its batch), else
+    /// set its timer.
+    fn catchup_check(&mut self) -> bool {
+        if !self.catchup.is_open() {
+            return false;
+        }
+        let (quiet, max) = (self.config.catchup_quiet, self.config.catchup_max);
+        self.catchup.observe(self.now, self.relay.unshown_count());
+        if self.catchup.due(self.now, quiet, max) {
+            self.catchup.close();
+            self.timers.cancel(&Timer::CatchUp);
+            return true;
+        }
+        // A timer only while something is kept back: with nothing waiting,
+        // the next arrival's own input closes the window if it is due.
+        match self.catchup.deadline(quiet, max) {
+            Some(at) if self.relay.unshown_count() > 0 => self.timers.set(Timer::CatchUp, at),
+            _ => self.timers.cancel(&Timer::CatchUp),
+        }
+        false
+    }
+
+    /// Open the catch-up window (see [`Config::catchup_quiet`]).
+    fn open_catchup(&mut self) {
+        self.catchup.open(self.now, self.relay.unshown_count());
+    }
+
+    /// Whether received messages are being kept back for now, to be shown
+    /// together in written order once the catch-up window closes (after a
+    /// start or a rejoin: see [`Config::catchup_quiet`]).
+    pub fn catching_up(&self) -> bool {
+        self.catchup.is_open()
     }
 
     /// Records to make durable, all or nothing, before the outputs waiting
@@ -552,6 +650,11 @@ impl Node {
             .collect();
         contacts.sort();
         contacts.dedup();
+        if !contacts.is_empty() {
+            // The caller rejoins through them: what arrives meanwhile is
+            // shown together, in order (and what the store held with it).
+            self.open_catchup();
+        }
         self.pump();
         self.finish(mark);
         contacts
@@ -617,6 +720,7 @@ impl Node {
                     purpose,
                     own,
                 } => {
+                    let pull = purpose == RelayRequest::Pull;
                     match purpose {
                         RelayRequest::Store(_) => self.stats.stores_sent += 1,
                         RelayRequest::Acknowledge(_) => self.stats.acks_sent += 1,
@@ -630,6 +734,9 @@ impl Node {
                         challenge,
                         Purpose::Relay(purpose, own),
                     );
+                    if sent && pull {
+                        self.catchup.pull_sent();
+                    }
                     if !sent {
                         match purpose {
                             RelayRequest::Store(id) => self.relay.store_failed(&to.id, id, true),
@@ -657,6 +764,9 @@ impl Node {
     /// follows. Rounds repeat with backoff while nobody answers.
     pub fn bootstrap(&mut self, now: Instant, wall: SystemTime, addrs: Vec<SocketAddr>) {
         let mark = self.begin(now, wall);
+        if !addrs.is_empty() {
+            self.open_catchup();
+        }
         self.boot = Bootstrap {
             addrs,
             backoff: self.config.bootstrap_retry,
@@ -724,6 +834,41 @@ impl Node {
         Ok(r?)
     }
 
+    /// Withdraw our own message `id` (as [`Node::send`] returned it) that
+    /// is not yet delivered: forget its draft, or its outbox entry and our
+    /// own held copy, and stop relaying it. The removal is written with the
+    /// next batch ([`Node::poll_write`]), so it does not come back after a
+    /// restart. Copies already placed stay with their relays until their
+    /// TTL or budget runs out (a node cannot recall what it does not hold),
+    /// so the recipient may still receive it; the report says how many
+    /// relays are known to hold one. No `MessageSent`, `Delivered` or
+    /// `MessageExpired` follows for it; an ack that still arrives is kept
+    /// as a tombstone, silently.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        id: MessageId,
+    ) -> Result<CancelReport, CancelError> {
+        let mark = self.begin(now, wall);
+        let r = self.relay.cancel(id);
+        self.pump();
+        self.finish(mark);
+        r
+    }
+
+    /// Every message this node holds (for others, and our own undelivered
+    /// ones flagged `own`), soonest to expire first: for `/held`.
+    pub fn held_report(&self, now: Instant, wall: SystemTime) -> Vec<HeldRow> {
+        self.relay.held_report(now.max(self.now), unix_ms(wall))
+    }
+
+    /// Every ack tombstone kept, soonest forgotten first: for
+    /// `/tombstones`.
+    pub fn tombstones_report(&self, wall: SystemTime) -> Vec<TombstoneRow> {
+        self.relay.tombstones_report(unix_ms(wall))
+    }
+
     /// Tell the node `key` belongs to the address it hashes to (the user
     /// typed it, or read it from a contact card): messages to that address
     /// can be sealed at once.
@@ -759,6 +904,10 @@ impl Node {
         );
         let id = self.next_lookup;
         self.next_lookup += 1;
+        let mut lookup = lookup;
+        if kind == LookupKind::User {
+            lookup.record_path(self.config.lookup_path_max);
+        }
         self.lookups.insert(id, (lookup, kind));
         match kind {
             LookupKind::Relay(t) => {
@@ -825,7 +974,7 @@ impl Node {
             }
             if let Some((lookup, _)) = self.lookups.get_mut(&id) {
                 for r in refused {
-                    lookup.on_failure(&r);
+                    lookup.on_refused(&r);
                 }
             }
         }
@@ -870,7 +1019,9 @@ impl Node {
                 // queued messages wait for.
                 self.put_record(now, &r.closest, &tokens);
                 self.retry_keys(now, true);
-                // Ask our neighbourhood for messages and acks held for us.
+                // Ask our neighbourhood for messages and acks held for us,
+                // keeping back what arrives until the answers are in.
+                self.open_catchup();
                 let near = self.table.closest(&self.me, k);
                 self.relay.pull(&near);
                 self.pump();
@@ -1365,6 +1516,10 @@ impl Node {
         if late {
             self.stats.late_answers += 1;
         }
+        if let Some(r) = rpc.rtt {
+            self.stats.rpc_latency.record(r);
+            self.table.record_rtt(&packet.sender, &from, r);
+        }
         if rpc.slow {
             self.stats.slow_answers += 1;
         }
@@ -1424,6 +1579,9 @@ impl Node {
                 let me = self.me;
                 if let Some((lookup, _)) = self.lookups.get_mut(&id) {
                     lookup.on_response(&contact.id, &contacts, &me);
+                    if let Some(r) = rpc.rtt {
+                        lookup.note_rtt(&contact.id, r);
+                    }
                     if let Some(token) = token {
                         // At most one per candidate the lookup asked.
                         self.lookup_tokens
@@ -1456,7 +1614,11 @@ impl Node {
             Purpose::Relay(RelayRequest::Acknowledge(id), _) => {
                 self.relay.on_acknowledged(contact, id)
             }
-            Purpose::Relay(RelayRequest::Pull, _) => {}
+            Purpose::Relay(RelayRequest::Pull, _) => {
+                if let Body::Pulled { count } = packet.body {
+                    self.catchup.pull_done(now, Some(count), !late);
+                }
+            }
         }
     }
 
@@ -1526,6 +1688,8 @@ impl Node {
                     }
                 }
                 Timer::Maintenance => self.maintenance(now),
+                // `finish` closes it.
+                Timer::CatchUp => {}
             }
             self.pump();
         }
@@ -1650,7 +1814,7 @@ impl Node {
                     self.relay.ack_failed(&p, id, false);
                 }
             }
-            Purpose::Relay(RelayRequest::Pull, _) => {}
+            Purpose::Relay(RelayRequest::Pull, _) => self.catchup.pull_done(now, None, true),
         }
     }
 

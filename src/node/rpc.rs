@@ -88,6 +88,9 @@ pub(crate) struct Rpc {
     pub(crate) slow: bool,
     /// It serves this node's own user (see [`Purpose::own`]).
     pub(crate) own: bool,
+    /// Its round trip, once answered without a retransmission (Karn: a
+    /// retransmitted request's answer cannot be timed).
+    pub(crate) rtt: Option<Duration>,
 }
 
 impl Rpc {
@@ -109,6 +112,7 @@ impl Rpc {
             retransmitted: false,
             slow: false,
             own: purpose.own(),
+            rtt: None,
         }
     }
 }
@@ -398,7 +402,7 @@ impl Rpcs {
         if let Some((rpc, _)) = self.late.remove(&txid) {
             return Some(rpc);
         }
-        let rpc = self.open.remove(&txid)?;
+        let mut rpc = self.open.remove(&txid)?;
         if !rpc.own {
             self.open_others -= 1;
         }
@@ -408,6 +412,7 @@ impl Rpcs {
             let r = now.saturating_duration_since(at);
             self.rtt.sample(r);
             self.recent.sample(rpc.to, r);
+            rpc.rtt = Some(r);
         }
         self.release_endpoint(&rpc.to);
         self.promote(now, timers, sink);

@@ -474,3 +474,73 @@ fn joining_publishes_the_record_at_the_bootstrap_node() {
         "sealed once the record was found"
     );
 }
+
+#[test]
+fn answered_requests_give_each_contact_a_round_trip_and_the_node_percentiles() {
+    use crate::sim::{Sim, SimConfig};
+    let mut sim = Sim::new(SimConfig {
+        seed: 9,
+        latency_min: Duration::from_millis(20),
+        latency_max: Duration::from_millis(20),
+        ..SimConfig::default()
+    });
+    sim.grow(
+        12,
+        &Config::default(),
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    );
+    let n = sim.node(5);
+    let rows = n.peer_rows(sim.now());
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.failures == 0 && r.bucket < 160));
+    let timed: Vec<Duration> = rows.iter().filter_map(|r| r.rtt).collect();
+    assert!(!timed.is_empty(), "{rows:?}");
+    // 20 ms each way, plus the simulator's processing time.
+    let (lo, hi) = (Duration::from_millis(40), Duration::from_millis(50));
+    assert!(timed.iter().all(|r| *r >= lo && *r <= hi), "{timed:?}");
+    let s = n.stats();
+    assert!(s.rpc_answered() > 0);
+    let p = s.rpc_latency_percentiles(&[50.0, 90.0, 99.0]);
+    for q in p {
+        let q = q.expect("answered requests");
+        assert!(q >= lo && q <= hi.mul_f64(1.42), "{q:?}");
+    }
+}
+
+#[test]
+fn a_user_lookup_records_its_path_round_by_round() {
+    use crate::lookup::StepOutcome;
+    use crate::sim::{Sim, SimConfig};
+    let mut sim = Sim::new(SimConfig {
+        seed: 4,
+        ..SimConfig::default()
+    });
+    sim.grow(
+        40,
+        &Config::default(),
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    );
+    sim.take_events();
+    let target = sim.node(30).address();
+    let id = sim.lookup(3, target).expect("lookup");
+    sim.run_for(Duration::from_secs(10));
+    let result = sim
+        .events()
+        .iter()
+        .find_map(|(n, e)| match e {
+            Event::LookupDone { id: got, result } if *n == 3 && *got == id => Some(result.clone()),
+            _ => None,
+        })
+        .expect("lookup done");
+    assert!(!result.path.is_empty());
+    assert!(result.path.len() <= Config::default().lookup_path_max);
+    assert_eq!(result.path[0].round, 1);
+    assert!(result
+        .path
+        .iter()
+        .any(|s| s.outcome == StepOutcome::Answered && s.rtt.is_some()));
+    assert!(result.path.iter().all(|s| s.round <= result.rounds));
+    assert_eq!(result.path.len() as u32, result.rpcs, "every request ended");
+}

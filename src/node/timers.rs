@@ -23,6 +23,8 @@ pub(crate) enum Timer {
     Bootstrap,
     /// Bucket refresh, expiry sweep, contacts snapshot.
     Maintenance,
+    /// The catch-up window may close (its quiet period or its cap).
+    CatchUp,
 }
 
 /// Deadlines keyed by `K`.

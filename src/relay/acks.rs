@@ -25,6 +25,11 @@ pub(crate) struct Tombstones {
 }
 
 impl Tombstones {
+    /// Every tombstone, by id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Tombstone> {
+        self.map.values()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }

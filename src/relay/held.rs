@@ -20,6 +20,8 @@ pub(crate) struct Held {
     /// The network it came from (`None`: exempt, e.g. loopback, or not
     /// recorded); quotas and eviction are per source.
     pub(crate) source: Option<Prefix>,
+    /// When this node took it (or restored it from the store).
+    pub(crate) taken_at: std::time::Instant,
 }
 
 /// Every held message and its indices.

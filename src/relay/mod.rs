@@ -11,10 +11,12 @@
 //! `Config` value. The unit tests in `tests.rs` drive it with no `Node`.
 
 mod acks;
+mod cancel;
 mod drafts;
 mod held;
 mod inbox;
 mod outbox;
+mod report;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -27,7 +29,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::debug;
 
+pub use cancel::{CancelError, CancelReport};
 pub use outbox::OutboxState;
+pub use report::{HeldRow, TombstoneRow};
 
 use crate::address::Address;
 use crate::config::Config;
@@ -386,6 +390,7 @@ impl Relay {
                         state,
                         placing: BTreeSet::new(),
                         user_id,
+                        no_contacts: false,
                     });
                 }
                 Err(e) => corrupt.push((Table::Outbox, key.clone(), value.clone(), e.to_string())),
@@ -430,6 +435,7 @@ impl Relay {
                             route,
                             own,
                             source: r.source,
+                            taken_at: now,
                         },
                     );
                     self.act(Action::Schedule(RouteKey { id, ack: false }, now));
@@ -563,9 +569,14 @@ impl Relay {
             let mut id = [0u8; 20];
             id.copy_from_slice(&h.finalize());
             let id = MessageId(id);
+            let expires_at_ms = draft.expires_at_ms();
             self.drafts.insert(id, draft);
             self.touch(Table::Drafts, id);
-            self.act(Action::Event(Event::MessageQueued { id, to }));
+            self.act(Action::Event(Event::MessageQueued {
+                id,
+                to,
+                expires_at_ms,
+            }));
             self.act(Action::FindKey(to));
             return Ok(id);
         };
@@ -598,6 +609,7 @@ impl Relay {
             state: OutboxState::Finding,
             placing: BTreeSet::new(),
             user_id,
+            no_contacts: false,
         });
         self.touch(Table::Outbox, id);
         for gone in self.outbox.trim(self.config.max_outbox) {
@@ -618,6 +630,7 @@ impl Relay {
                 route,
                 own: true,
                 source: None,
+                taken_at: ctx.now,
             },
         );
         self.touch(Table::Held, id);
@@ -708,6 +721,11 @@ impl Relay {
         }
         targets.sort_by_key(|c| c.id.distance(&recipient));
         targets.truncate(k);
+        if targets.is_empty() {
+            if let Some(o) = self.outbox.get_mut(&id) {
+                o.no_contacts = true;
+            }
+        }
         if targets.len() >= k {
             if let (Some(far), Some(h)) = (targets.last(), self.held.get_mut(&id)) {
                 // Just past the k-th closest: later copies stay in that circle.
@@ -743,13 +761,16 @@ impl Relay {
             ),
             None => (0, false),
         };
-        let user_id = o.user_id;
+        let (user_id, no_contacts) = (o.user_id, o.no_contacts && relays == 0 && !direct);
+        let expires_at_ms = o.envelope.expires_at_ms();
         self.outbox.set_state(&id, OutboxState::Sent);
         self.act(Action::Event(Event::MessageSent {
             id: user_id,
             to,
             relays,
             direct,
+            no_contacts,
+            expires_at_ms,
         }));
     }
 
@@ -1047,6 +1068,7 @@ impl Relay {
                 route,
                 own: false,
                 source,
+                taken_at: ctx.now,
             },
         );
         self.touch(Table::Held, id);

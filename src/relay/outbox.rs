@@ -38,6 +38,8 @@ pub(crate) struct Outgoing {
     /// The id its user knows it by: the draft's, if it waited for a key,
     /// else the envelope's.
     pub(crate) user_id: MessageId,
+    /// The first round found no contact at all to send to.
+    pub(crate) no_contacts: bool,
 }
 
 /// The outbox: pending and finished messages.
@@ -51,6 +53,11 @@ pub(crate) struct Outbox {
 impl Outbox {
     pub(crate) fn get(&self, id: &MessageId) -> Option<&Outgoing> {
         self.map.get(id)
+    }
+
+    /// Every entry, by envelope id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&MessageId, &Outgoing)> {
+        self.map.iter()
     }
 
     pub(crate) fn contains(&self, id: &MessageId) -> bool {
@@ -88,6 +95,10 @@ impl Outbox {
             }
             o.state = state;
         }
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &MessageId) -> Option<&mut Outgoing> {
+        self.map.get_mut(id)
     }
 
     pub(crate) fn get_mut_placing(&mut self, id: &MessageId) -> Option<&mut BTreeSet<Address>> {

@@ -831,7 +831,9 @@ fn sending_places_copies_after_one_lookup_and_reports_sent_then_delivered() {
             id: id1,
             to,
             relays: 8,
-            direct: false
+            direct: false,
+            no_contacts: false,
+            expires_at_ms: NOW_MS + Config::default().default_ttl.as_millis() as u64,
         }]
     );
     // The ack arrives through a relay.
@@ -1177,7 +1179,14 @@ fn without_the_key_a_message_waits_as_a_draft_and_is_sealed_once_it_is_learned()
         .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"secret words")))
         .expect("send");
     let actions = h.take();
-    assert_eq!(events(&actions), vec![Event::MessageQueued { id, to }]);
+    assert_eq!(
+        events(&actions),
+        vec![Event::MessageQueued {
+            id,
+            to,
+            expires_at_ms: NOW_MS + Config::default().default_ttl.as_millis() as u64
+        }]
+    );
     assert!(actions.contains(&Action::FindKey(to)));
     assert!(stores(&actions).is_empty(), "nothing leaves unsealed");
     assert_eq!(h.relay.wanted_keys(), vec![to]);
@@ -1231,4 +1240,188 @@ fn a_body_not_sealed_to_us_is_refused_not_shown() {
     let moved = Envelope::sign(&author(), me, NOW_MS, 3600, 4, other.body().clone());
     assert_eq!(h.store(from, &moved, 0), StoreStatus::Refused);
     assert_eq!(h.run(|r, ctx| r.release_messages(ctx.identity, 10)), 0);
+}
+
+/// Apply `ops` to `store` and restore a fresh relay from it.
+fn restored(store: &mut crate::store::MemoryStore, ops: Vec<Op>, id: u64) -> H {
+    crate::store::Store::apply(store, &crate::wire::records::WriteBatch { id, ops }).unwrap();
+    let snapshot = crate::store::Store::load(store).unwrap();
+    let mut again = H::new(Config::default());
+    again.relay.restore(again.now, again.wall_ms, &snapshot);
+    again.run(|_, _| ());
+    again
+}
+
+#[test]
+fn a_cancelled_message_is_forgotten_durably_and_reports_its_relays() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let to = recipient.address();
+    let ns = h.neighbours(to, 8);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"oops")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    for c in &ns[..3] {
+        h.run(|r, ctx| r.on_stored(ctx, *c, id, StoreStatus::Held));
+    }
+    h.take();
+    let mut store = crate::store::MemoryStore::default();
+    let ops = h.writes();
+    crate::store::Store::apply(&mut store, &crate::wire::records::WriteBatch { id: 1, ops })
+        .unwrap();
+
+    // The report shows it, ours, with the three holders.
+    let rows = h.relay.held_report(h.now, h.wall_ms);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].own && rows[0].id == id && rows[0].recipient == to);
+    assert_eq!(rows[0].holders.len(), 3);
+    assert_eq!(rows[0].budget_left, Config::default().relay_budget - 8);
+
+    let report = h.run(|r, _| r.cancel(id)).expect("cancel");
+    assert_eq!(
+        (report.to, report.was_queued, report.relays_holding),
+        (to, false, 3)
+    );
+    assert_eq!(report.sent_unconfirmed, 5);
+    let actions = h.take();
+    assert!(actions.contains(&Action::Cancel(RouteKey { id, ack: false })));
+    assert!(!h.relay.holds(&id) && h.relay.outbox_state(&id).is_none());
+    assert!(h.relay.held_report(h.now, h.wall_ms).is_empty());
+    assert_eq!(h.relay.cancel(id), Err(CancelError::Unknown(id)));
+    // The last answers and a timer change nothing and say nothing.
+    h.run(|r, ctx| r.on_stored(ctx, ns[4], id, StoreStatus::Held));
+    h.run(|r, ctx| r.on_timer(ctx, RouteKey { id, ack: false }));
+    let actions = h.take();
+    assert!(events(&actions).is_empty() && stores(&actions).is_empty());
+    // Durable: a restart does not bring it back.
+    let ops = h.writes();
+    assert!(ops
+        .iter()
+        .any(|o| matches!(o, Op::Delete(Table::Outbox, _))));
+    assert!(ops.iter().any(|o| matches!(o, Op::Delete(Table::Held, _))));
+    let again = restored(&mut store, ops, 2);
+    assert!(!again.relay.holds(&id));
+    assert_eq!(again.relay.outbox_state(&id), None);
+    assert_eq!(again.relay.outbox_pending(), 0);
+}
+
+#[test]
+fn cancel_refuses_delivered_and_others_messages_and_drops_drafts() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let to = recipient.address();
+    let ns = h.neighbours(to, 8);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"hi")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    let e = h.relay.outbox.get(&id).map(|o| o.envelope.clone()).unwrap();
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(ns[0]), Ack::sign(&recipient, &e), 0)));
+    assert_eq!(h.relay.cancel(id), Err(CancelError::AlreadyDelivered(id)));
+
+    // Someone else's message we hold.
+    let other = envelope(far_from(h.addr()), "theirs");
+    let from = contact(near(h.addr(), 9), 9);
+    assert_eq!(h.store(from, &other, 2), StoreStatus::Held);
+    assert_eq!(
+        h.relay.cancel(other.id()),
+        Err(CancelError::NotOurs(other.id()))
+    );
+
+    // A draft waiting for a key: dropped, and deleted on disk.
+    let stranger = Identity::from_seed([99; 32]).address();
+    let draft = h
+        .run(|r, ctx| r.send(ctx, stranger, Bytes::from_static(b"later")))
+        .expect("send");
+    h.writes();
+    let report = h.relay.cancel(draft).expect("cancel draft");
+    assert!(report.was_queued && report.to == stranger);
+    assert_eq!(h.relay.drafts_count(), 0);
+    assert!(h
+        .writes()
+        .iter()
+        .any(|o| matches!(o, Op::Delete(Table::Drafts, _))));
+    // Its key arriving later seals nothing.
+    let key = Identity::from_seed([99; 32]).public_key();
+    h.take();
+    h.run(|r, ctx| r.learn_key(ctx, key));
+    assert!(stores(&h.take()).is_empty());
+}
+
+#[test]
+fn the_reports_list_held_copies_by_expiry_and_tombstones_by_keep_time() {
+    let mut h = H::new(Config::default());
+    let recipient = far_identity(h.addr());
+    h.neighbours(recipient.address(), 3);
+    let e = envelope(recipient.address(), "hello");
+    let from = contact(near(h.addr(), 9), 9);
+    assert_eq!(h.store(from, &e, 3), StoreStatus::Held);
+    let later = envelope_at(e.recipient(), NOW_MS + 1000, "later");
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.store(from, &later, 2), StoreStatus::Held);
+    let rows = h.relay.held_report(h.now, h.wall_ms);
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![e.id(), later.id()]
+    );
+    assert_eq!(rows[0].age, Duration::from_secs(5));
+    assert_eq!(rows[1].age, Duration::ZERO);
+    assert!(!rows[0].own && rows[0].sender == Some(author().address()));
+    assert_eq!(rows[0].expires_at_ms, e.expires_at_ms());
+    assert!(rows[0].next_attempt.is_some());
+    // An ack turns the first into a tombstone.
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(from), Ack::sign(&recipient, &e), 0)));
+    let rows = h.relay.held_report(h.now, h.wall_ms);
+    assert_eq!(rows.len(), 1);
+    let t = h.relay.tombstones_report(h.wall_ms);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].id, t[0].sender, t[0].recipient, t[0].routed),
+        (e.id(), author().address(), e.recipient(), false)
+    );
+    assert!(t[0].keep_until_ms > e.expires_at_ms());
+    assert!(h.relay.tombstones_report(t[0].keep_until_ms).is_empty());
+}
+
+#[test]
+fn sent_with_no_contact_at_all_says_so() {
+    let mut h = H::new(Config::default());
+    let to = Identity::from_seed([2; 32]).address();
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"alone")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &[]));
+    assert_eq!(
+        events(&h.take()),
+        vec![Event::MessageSent {
+            id,
+            to,
+            relays: 0,
+            direct: false,
+            no_contacts: true,
+            expires_at_ms: NOW_MS + Config::default().default_ttl.as_millis() as u64,
+        }]
+    );
+    // With contacts that do not answer: offered, nobody has it yet.
+    let ns = h.neighbours(to, 2);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"later")))
+        .expect("send");
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    for c in &ns {
+        h.run(|r, _| r.store_failed(&c.id, id, false));
+    }
+    let ev = events(&h.take());
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::MessageSent {
+                relays: 0,
+                no_contacts: false,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
 }

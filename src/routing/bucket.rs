@@ -1,7 +1,7 @@
 //! One k-bucket: contacts in least-recently-seen order, a replacement cache
 //! and at most one candidate waiting while the oldest contact is pinged.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::prefix::{prefix, LoopbackPrefixes};
 use crate::address::Address;
@@ -16,6 +16,19 @@ pub struct Entry {
     pub last_seen: Instant,
     /// Requests to it that failed in a row.
     pub failures: u32,
+    /// Smoothed round trip of its answers (RFC 6298 SRTT, gain 1/8, from
+    /// requests answered without a retransmission); `None` until one.
+    pub rtt: Option<Duration>,
+}
+
+impl Entry {
+    /// Fold one measured round trip into the smoothed one.
+    pub fn sample_rtt(&mut self, r: Duration) {
+        self.rtt = Some(match self.rtt {
+            None => r,
+            Some(s) => s * 7 / 8 + r / 8,
+        });
+    }
 }
 
 /// A verified contact waiting for the oldest entry's liveness check.
@@ -140,6 +153,7 @@ impl Bucket {
                     contact: c,
                     last_seen: now,
                     failures: 0,
+                    rtt: None,
                 });
                 true
             }

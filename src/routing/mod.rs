@@ -324,6 +324,22 @@ impl RoutingTable {
         b.position(id).map(|i| &b.entries[i])
     }
 
+    /// A request to `id` at `addr` was answered after `rtt`: fold it into
+    /// the entry's smoothed round trip (nothing if it is not in the table
+    /// there).
+    pub fn record_rtt(&mut self, id: &Address, addr: &SocketAddr, rtt: Duration) {
+        let Some(index) = self.me.bucket_index(id) else {
+            return;
+        };
+        let bucket = &mut self.buckets[index];
+        if let Some(i) = bucket.position(id) {
+            let e = &mut bucket.entries[i];
+            if e.contact.addr == *addr {
+                e.sample_rtt(rtt);
+            }
+        }
+    }
+
     /// Whether `id` is in the table at exactly `addr`.
     pub fn contains(&self, id: &Address, addr: &SocketAddr) -> bool {
         self.get(id).is_some_and(|e| e.contact.addr == *addr)
@@ -368,6 +384,7 @@ impl RoutingTable {
                 contact,
                 last_seen: now,
                 failures: 0,
+                rtt: None,
             });
             bucket.replacements.retain(|c| c.id != contact.id);
             self.len += 1;
@@ -434,6 +451,7 @@ impl RoutingTable {
                     contact: pending.candidate,
                     last_seen: now,
                     failures: 0,
+                    rtt: None,
                 });
                 self.len += 1;
             }
