@@ -207,6 +207,10 @@ pub struct Config {
     /// us (they change with churn). Default 1 hour; sooner while fewer
     /// than k nodes have confirmed keeping it and more are known.
     pub record_republish: Duration,
+    /// Least time between two warnings that this identity runs twice (per
+    /// endpoint it was seen at): the sign from datagrams can be forged, so
+    /// it must not flood the user.
+    pub twin_warning_interval: Duration,
     /// Longest lifetime a record we keep for others may claim. Default 8
     /// days (`record_ttl` plus a day of clock skew); longer ones are refused.
     pub max_record_ttl: Duration,
@@ -306,6 +310,7 @@ impl Default for Config {
             max_keys: 4096,
             record_ttl: Duration::from_secs(7 * 24 * 3600),
             record_republish: Duration::from_secs(3600),
+            twin_warning_interval: Duration::from_secs(3600),
             max_record_ttl: Duration::from_secs(8 * 24 * 3600),
             max_records: 4096,
             token_rotation: Duration::from_secs(300),

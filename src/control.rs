@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::address::Address;
 use crate::lookup::LookupResult;
 use crate::message::MessageId;
+use crate::relay::{CancelReport, HeldRow, TombstoneRow};
 use crate::wire::Contact;
 
 /// Who this node is, for `/whoami` and the start banner.
@@ -61,6 +62,10 @@ pub struct PeerRow {
     pub contact: Contact,
     /// Time since it was last heard from.
     pub last_seen: Duration,
+    /// Smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    /// Requests to it that failed in a row.
+    pub failures: u32,
 }
 
 /// Counters for `/stats`.
@@ -98,6 +103,10 @@ pub struct StatsReport {
     pub acks_sent: u64,
     /// Durable write batches.
     pub write_batches: u64,
+    /// Requests answered (the latency sample).
+    pub rpc_answered: u64,
+    /// Latency of answered requests: 50th, 90th and 99th percentiles.
+    pub rpc_latency: [Option<Duration>; 3],
 }
 
 /// Everything the runtime reports to the user interface.
@@ -154,6 +163,8 @@ pub enum Output {
         id: MessageId,
         /// Recipient.
         to: Address,
+        /// Until when it is tried, ms since the Unix epoch.
+        expires_at_ms: u64,
     },
     /// No identity record was found for a recipient yet.
     KeyNotFound {
@@ -174,6 +185,28 @@ pub enum Output {
         relays: usize,
         /// The recipient took it itself.
         direct: bool,
+        /// This node had no contact at all: it goes out once joined.
+        no_contacts: bool,
+        /// Until when relays keep offering it, ms since the Unix epoch.
+        expires_at_ms: u64,
+    },
+    /// Messages held for us while we were away are shown next, `count` of
+    /// them, in the order they were written.
+    CatchUp {
+        /// How many follow.
+        count: usize,
+    },
+    /// Our message was withdrawn (`/cancel`).
+    Cancelled(CancelReport),
+    /// Answer to `/held`.
+    Held(Vec<HeldRow>),
+    /// Answer to `/acks`.
+    Acks(Vec<TombstoneRow>),
+    /// Our own address answered from another endpoint: the same identity
+    /// runs twice, and the two split its messages.
+    SameIdentity {
+        /// The other endpoint, when known.
+        endpoint: Option<SocketAddr>,
     },
     /// A message arrived.
     Message {

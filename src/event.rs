@@ -105,4 +105,12 @@ pub enum Event {
         /// The message.
         id: MessageId,
     },
+    /// This node's identity seems to run twice: a record signed by our
+    /// key that this run did not sign, or a datagram from our own address
+    /// at another endpoint (then `endpoint` names it). The two instances
+    /// split the identity's messages; the user should stop one.
+    SameIdentityElsewhere {
+        /// Where the other instance was seen, when known.
+        endpoint: Option<SocketAddr>,
+    },
 }

@@ -162,6 +162,8 @@ pub async fn run(
     out: mpsc::Sender<Output>,
 ) -> io::Result<()> {
     let listen = socket.local_addr()?;
+    let mut node = node;
+    node.set_local_addr(listen);
     let mut d = Driver {
         node,
         socket,
@@ -401,21 +403,24 @@ impl Driver {
             },
             Command::Peers => Output::Peers(
                 self.node
-                    .table()
-                    .buckets()
-                    .flat_map(|(bucket, b)| {
-                        b.entries().iter().map(move |e| PeerRow {
-                            bucket,
-                            contact: e.contact,
-                            last_seen: now.saturating_duration_since(e.last_seen),
-                        })
+                    .peer_rows(now)
+                    .into_iter()
+                    .map(|r| PeerRow {
+                        bucket: r.bucket,
+                        contact: r.contact,
+                        last_seen: r.last_seen,
+                        rtt: r.rtt,
+                        failures: r.failures,
                     })
                     .collect(),
             ),
             Command::Stats => Output::Stats(stats(&self.node)),
-            Command::Held | Command::Acks | Command::Cancel(_) => {
-                Output::Error("not available in this build yet".into())
-            }
+            Command::Held => Output::Held(self.node.held_report(now, wall)),
+            Command::Acks => Output::Acks(self.node.tombstones_report(wall)),
+            Command::Cancel(id) => match self.node.cancel(now, wall, id) {
+                Ok(report) => Output::Cancelled(report),
+                Err(e) => Output::Error(e.to_string()),
+            },
             Command::Quit => return,
         };
         self.output(output);
@@ -446,6 +451,11 @@ pub fn stats(node: &Node) -> StatsReport {
         stores_sent: s.stores_sent,
         acks_sent: s.acks_sent,
         write_batches: s.write_batches,
+        rpc_answered: s.rpc_answered(),
+        rpc_latency: match s.rpc_latency_percentiles(&[50.0, 90.0, 99.0]).as_slice() {
+            [a, b, c] => [*a, *b, *c],
+            _ => [None; 3],
+        },
     }
 }
 
@@ -462,7 +472,15 @@ fn output_of(event: Event) -> Output {
             retry_in,
         },
         Event::LookupDone { result, .. } => Output::Lookup(result),
-        Event::MessageQueued { id, to, .. } => Output::Queued { id, to },
+        Event::MessageQueued {
+            id,
+            to,
+            expires_at_ms,
+        } => Output::Queued {
+            id,
+            to,
+            expires_at_ms,
+        },
         Event::KeyNotFound {
             to,
             queued,
@@ -477,13 +495,18 @@ fn output_of(event: Event) -> Output {
             to,
             relays,
             direct,
-            ..
+            no_contacts,
+            expires_at_ms,
         } => Output::Sent {
             id,
             to,
             relays,
             direct,
+            no_contacts,
+            expires_at_ms,
         },
+        Event::CatchUp { count } => Output::CatchUp { count },
+        Event::SameIdentityElsewhere { endpoint } => Output::SameIdentity { endpoint },
         Event::MessageReceived {
             id,
             from,
@@ -501,7 +524,6 @@ fn output_of(event: Event) -> Output {
             at_ms: unix_ms(SystemTime::now()),
         },
         Event::MessageExpired { id } => Output::Expired { id },
-        other => Output::Notice(format!("{other:?}")),
     }
 }
 

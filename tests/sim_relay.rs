@@ -461,3 +461,45 @@ fn a_cancelled_message_stays_cancelled_after_a_restart() {
     let again = sim.with_node(sender, |n, now, wall| n.cancel(now, wall, id));
     assert_eq!(again, Err(comm::node::CancelError::Unknown(id)));
 }
+
+/// The same identity started twice: the first instance is warned at once
+/// when the second bootstraps through it (a datagram from its own address
+/// at another endpoint), and both learn it from each other's identity
+/// records, signed by their key, within a republish interval.
+#[test]
+fn an_identity_running_twice_is_noticed_by_both_instances() {
+    let config = Config::default();
+    let mut sim = network(40, 31, &config);
+    let first = 0;
+    let twin = sim.add_twin(first, config.clone());
+    sim.bootstrap(twin, &[first, 1]);
+    sim.run_for(Duration::from_secs(30));
+    let warned = |sim: &Sim, n: usize, by_endpoint: bool| {
+        count_events(
+            sim,
+            n,
+            |e| matches!(e, Event::SameIdentityElsewhere { endpoint } if endpoint.is_some() == by_endpoint),
+        )
+    };
+    assert_eq!(warned(&sim, first, true), 1, "the bootstrap datagram");
+    assert_eq!(warned(&sim, twin, true), 0);
+    sim.run_for(config.record_republish + Duration::from_secs(600));
+    assert!(
+        warned(&sim, first, false) >= 1,
+        "a record the first did not sign"
+    );
+    assert!(
+        warned(&sim, twin, false) >= 1,
+        "a record the twin did not sign"
+    );
+    // At most one warning per sign and interval.
+    assert!(warned(&sim, first, true) + warned(&sim, first, false) <= 3);
+    // An honest network raises none.
+    for n in 1..40 {
+        assert_eq!(
+            warned(&sim, n, true) + warned(&sim, n, false),
+            0,
+            "node {n}"
+        );
+    }
+}

@@ -23,6 +23,7 @@ mod latency;
 mod peers;
 mod rpc;
 mod timers;
+mod twin;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -300,6 +301,8 @@ pub struct Node {
     /// Received messages kept back after a start or rejoin, to be shown
     /// together in written order.
     catchup: CatchUp,
+    /// Signs that our identity runs elsewhere too.
+    twins: twin::Twins,
 }
 
 /// Where the outputs of one input start, to hold them back if needed.
@@ -374,6 +377,7 @@ impl Node {
             contacts_saved: (0, None),
             message_credit: usize::MAX,
             catchup: CatchUp::default(),
+            twins: twin::Twins::default(),
         })
     }
 
@@ -466,6 +470,7 @@ impl Node {
         // Time never runs backwards inside the core, whatever the caller.
         self.now = self.now.max(now);
         self.wall_ms = unix_ms(wall);
+        self.twins.start(self.wall_ms);
         Mark {
             transmits: self.transmits.len(),
             events: self.events.len(),
@@ -1116,6 +1121,12 @@ impl Node {
             self.count_drop(DropReason::BadRecord);
             return;
         }
+        if target == self.me {
+            let every = self.config.twin_warning_interval;
+            if self.twins.own_record(record.seq, now, every) {
+                self.emit(Event::SameIdentityElsewhere { endpoint: None });
+            }
+        }
         let key = record.key;
         with_relay!(self, now, |relay, ctx| relay.learn_key(&ctx, key));
         if let LookupKind::Key(t) = kind {
@@ -1124,6 +1135,13 @@ impl Node {
             self.key_lookups.remove(&t);
             self.key_retry.remove(&t);
         }
+    }
+
+    /// Tell the node the endpoint its socket is bound to, so that a
+    /// datagram from our own address at another endpoint can be told from
+    /// one of our own (see [`Event::SameIdentityElsewhere`]).
+    pub fn set_local_addr(&mut self, addr: SocketAddr) {
+        self.twins.set_local(addr);
     }
 
     /// Our identity record as we give it out now.
@@ -1135,6 +1153,7 @@ impl Node {
             _ => {
                 let ttl = self.config.record_ttl.as_millis() as u64;
                 let r = IdentityRecord::sign(&self.identity, wall, wall.saturating_add(ttl));
+                self.twins.signed(r.seq);
                 self.publishing.record = Some(r);
                 r
             }
@@ -1277,6 +1296,12 @@ impl Node {
             }
         };
         if packet.sender == self.me {
+            let every = self.config.twin_warning_interval;
+            if self.twins.own_datagram(from, self.now, every) {
+                self.emit(Event::SameIdentityElsewhere {
+                    endpoint: Some(from),
+                });
+            }
             self.count_drop(DropReason::OwnAddress);
             return;
         }
@@ -1483,6 +1508,14 @@ impl Node {
         if !fits {
             self.count_drop(DropReason::WrongResponseType);
             return;
+        }
+        // How this peer sees us: one of our endpoints (behind a NAT, the
+        // only way to know it).
+        if let Body::Pong {
+            observed: Some(o), ..
+        } = &packet.body
+        {
+            self.twins.observe(*o);
         }
         let verified = match (rpc.challenge, &packet.proof) {
             (Some(challenge), Some(proof)) => {

@@ -175,8 +175,16 @@ fn peers_human(rows: &[PeerRow]) -> String {
             let n = rows.iter().filter(|x| x.bucket == r.bucket).count();
             out.push_str(&format!("\n bucket {} ({n})", r.bucket));
         }
+        let rtt = r
+            .rtt
+            .map_or("rtt ?".to_string(), |d| format!("rtt {}", ms(d)));
+        let failures = if r.failures > 0 {
+            format!("  {} failed in a row", r.failures)
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "\n   {}  {:<21}  last seen {}",
+            "\n   {}  {:<21}  {rtt:<12} last seen {}{failures}",
             r.contact.id,
             r.contact.addr,
             ago(r.last_seen)
@@ -209,8 +217,94 @@ fn stats_human(s: &StatsReport) -> String {
         s.requests.1,
         s.write_batches
     );
+    let pct = |d: Option<Duration>| d.map_or("-".to_string(), ms);
+    out.push_str(&format!(
+        "\nrequest latency (of {} answered): p50 {}  p90 {}  p99 {}",
+        s.rpc_answered,
+        pct(s.rpc_latency[0]),
+        pct(s.rpc_latency[1]),
+        pct(s.rpc_latency[2])
+    ));
     for (reason, n) in &s.dropped {
         out.push_str(&format!("\n  dropped {reason}: {n}"));
+    }
+    out
+}
+
+/// A duration in milliseconds, for round trips.
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// A duration from now, for people.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=172_799 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn held_human(rows: &[crate::relay::HeldRow], s: &Session, now_ms: u64) -> String {
+    let others = rows.iter().filter(|r| !r.own).count();
+    let mut out = format!(
+        "holding {} for others and {} of ours",
+        plural(others, "message"),
+        rows.len() - others
+    );
+    for r in rows {
+        let next = match r.next_attempt {
+            Some(d) if d.is_zero() => "next try now".to_string(),
+            Some(d) => format!("next try in {}", span(d)),
+            None => "budget spent: kept for its recipient to collect".to_string(),
+        };
+        let from = r
+            .sender
+            .map_or(String::new(), |a| format!(" from {}", s.label(&a)));
+        out.push_str(&format!(
+            "\n  [{}] for {}{from}{}  {} B  held {}  expires {}\n      budget {} left, {} hops left, {next}",
+            short_id(&r.id),
+            s.label(&r.recipient),
+            if r.own { " (ours)" } else { "" },
+            r.bytes,
+            span(r.age),
+            when(r.expires_at_ms, now_ms),
+            r.budget_left,
+            r.hops_left,
+        ));
+        if !r.holders.is_empty() {
+            let list: Vec<String> = r.holders.iter().map(SocketAddr::to_string).collect();
+            out.push_str(&format!("\n      copies also at {}", list.join(", ")));
+        }
+    }
+    out
+}
+
+fn acks_human(rows: &[crate::relay::TombstoneRow], s: &Session, now_ms: u64) -> String {
+    let mut out = format!(
+        "{} kept (copies that come late are answered with them)",
+        plural(rows.len(), "acknowledgement")
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "\n  [{}] {} → {}  kept until {}{}",
+            short_id(&r.id),
+            s.label(&r.sender),
+            s.label(&r.recipient),
+            when(r.keep_until_ms, now_ms),
+            if r.routed {
+                "  (routed to the sender)"
+            } else {
+                ""
+            }
+        ));
     }
     out
 }
@@ -297,12 +391,37 @@ pub fn human(o: &Output, s: &mut Session, now_ms: u64) -> String {
             if r.closest.is_empty() {
                 out.push_str("\n  (no contacts answered: is this node joined?)");
             }
+            if !r.path.is_empty() {
+                out.push_str("\n path:");
+                let mut round = 0;
+                for step in &r.path {
+                    if step.round != round {
+                        round = step.round;
+                        out.push_str(&format!("\n  round {round}"));
+                    }
+                    let d = step.contact.id.distance(&r.target).bucket_index();
+                    let d = d.map_or("0".to_string(), |b| format!("2^{b}"));
+                    let what = match step.outcome {
+                        crate::lookup::StepOutcome::Answered => format!(
+                            "answered{}: {} closer",
+                            step.rtt.map_or(String::new(), |t| format!(" in {}", ms(t))),
+                            step.new_closer
+                        ),
+                        crate::lookup::StepOutcome::TimedOut => p.warn("no answer"),
+                        _ => p.warn("refused"),
+                    };
+                    out.push_str(&format!(
+                        "\n    asked {} (distance ~{d}) → {what}",
+                        step.contact.id.short()
+                    ));
+                }
+            }
             out
         }
         Output::Peers(rows) => peers_human(rows),
         Output::Stats(st) => stats_human(st),
         Output::Accepted { id, to, .. } => p.dim(&format!("{}: sending…", our(s, id, Some(*to)))),
-        Output::Queued { id, to } => p.dim(&format!(
+        Output::Queued { id, to, .. } => p.dim(&format!(
             "{}: looking up {}'s key",
             our(s, id, Some(*to)),
             s.label(to)
@@ -319,21 +438,63 @@ pub fn human(o: &Output, s: &mut Session, now_ms: u64) -> String {
             retry_in.as_secs()
         )),
         Output::Sent {
-            id, relays, direct, ..
+            id,
+            relays,
+            direct,
+            no_contacts,
+            expires_at_ms,
+            ..
         } => {
             let head = our(s, id, None);
+            let until = when(*expires_at_ms, now_ms);
             p.dim(&match (direct, relays) {
                 (true, 0) => format!("{head}: taken by the recipient"),
                 (true, n) => format!(
                     "{head}: taken by the recipient, and on {}",
                     plural(*n, "relay")
                 ),
-                (false, 0) => format!("{head}: no relay has it yet; retrying"),
+                (false, 0) if *no_contacts => format!(
+                    "{head}: not sent yet: this node knows no other node; it goes out once joined (tried until {until})"
+                ),
+                (false, 0) => format!("{head}: no relay took it yet; retrying until {until}"),
                 (false, n) => format!(
-                    "{head}: recipient offline; on {} that keep offering it",
-                    plural(*n, "relay")
+                    "{head}: recipient offline; on {} that keep offering it until {until} (/cancel {} withdraws it)",
+                    plural(*n, "relay"),
+                    short_id(id)
                 ),
             })
+        }
+        Output::CatchUp { count } => p.good(&format!(
+            "── {} while you were away, in the order written ──",
+            plural(*count, "message")
+        )),
+        Output::Cancelled(r) => {
+            let head = our(s, &r.id, Some(r.to));
+            let fate = if r.was_queued {
+                "no copy had left this node: it will not arrive".to_string()
+            } else if r.relays_holding + r.sent_unconfirmed == 0 {
+                "no relay was known to hold a copy".to_string()
+            } else {
+                format!(
+                    "{} already held a copy and keep offering it until it expires: it may still arrive",
+                    plural(r.relays_holding + r.sent_unconfirmed, "relay")
+                )
+            };
+            p.warn(&format!(
+                "{head}: cancelled; this node stopped sending it; {fate}"
+            ))
+        }
+        Output::Held(rows) => held_human(rows, s, now_ms),
+        Output::Acks(rows) => acks_human(rows, s, now_ms),
+        Output::SameIdentity { endpoint } => {
+            let where_ = endpoint.map_or_else(
+                || "a record signed with your key that this node did not sign".to_string(),
+                |e| format!("datagrams from your own address at {e}"),
+            );
+            p.warn(&format!(
+                "warning: your identity seems to run twice ({where_}): the two nodes split its \
+                 messages. If you started comm with this secret elsewhere, stop one of them."
+            ))
         }
         Output::Message {
             from,
@@ -407,6 +568,13 @@ pub fn json(o: &Output, s: &Session) -> String {
             "closest": r.closest.iter().map(contact_json).collect::<Vec<_>>(),
             "rounds": r.rounds,
             "rpcs": r.rpcs,
+            "path": r.path.iter().map(|st| json!({
+                "round": st.round, "address": st.contact.id.to_string(),
+                "addr": st.contact.addr.to_string(),
+                "outcome": format!("{:?}", st.outcome).to_lowercase(),
+                "new_closer": st.new_closer,
+                "rtt_ms": st.rtt.map(|d| d.as_secs_f64() * 1e3),
+            })).collect::<Vec<_>>(),
         }),
         Output::Peers(rows) => json!({
             "event": "peers",
@@ -415,6 +583,8 @@ pub fn json(o: &Output, s: &Session) -> String {
                 "addr": r.contact.addr.to_string(),
                 "bucket": r.bucket,
                 "last_seen_secs": r.last_seen.as_secs(),
+                "rtt_ms": r.rtt.map(|d| d.as_secs_f64() * 1e3),
+                "failures": r.failures,
             })).collect::<Vec<_>>(),
         }),
         Output::Stats(st) => json!({
@@ -447,10 +617,34 @@ pub fn json(o: &Output, s: &Session) -> String {
             to,
             relays,
             direct,
+            no_contacts,
+            expires_at_ms,
         } => json!({
             "event": "sent", "id": id.to_string(), "to": to.to_string(), "relays": relays,
-            "direct": direct,
+            "direct": direct, "no_contacts": no_contacts, "expires_at": expires_at_ms,
         }),
+        Output::CatchUp { count } => json!({"event": "catch_up", "count": count}),
+        Output::Cancelled(r) => json!({
+            "event": "cancelled", "id": r.id.to_string(), "to": r.to.to_string(),
+            "was_queued": r.was_queued, "relays_holding": r.relays_holding,
+            "sent_unconfirmed": r.sent_unconfirmed,
+        }),
+        Output::Held(rows) => json!({"event": "held", "messages": rows.iter().map(|r| json!({
+            "id": r.id.to_string(), "recipient": r.recipient.to_string(),
+            "sender": r.sender.map(|a| a.to_string()), "own": r.own,
+            "age_secs": r.age.as_secs(), "expires_at": r.expires_at_ms,
+            "budget_left": r.budget_left, "hops_left": r.hops_left,
+            "next_attempt_secs": r.next_attempt.map(|d| d.as_secs_f64()),
+            "holders": r.holders.iter().map(SocketAddr::to_string).collect::<Vec<_>>(),
+            "bytes": r.bytes,
+        })).collect::<Vec<_>>()}),
+        Output::Acks(rows) => json!({"event": "acks", "tombstones": rows.iter().map(|r| json!({
+            "id": r.id.to_string(), "keep_until": r.keep_until_ms, "routed": r.routed,
+            "sender": r.sender.to_string(), "recipient": r.recipient.to_string(),
+        })).collect::<Vec<_>>()}),
+        Output::SameIdentity { endpoint } => {
+            json!({"event": "same_identity", "endpoint": endpoint.map(|e| e.to_string())})
+        }
         Output::Message {
             id,
             from,
@@ -467,8 +661,12 @@ pub fn json(o: &Output, s: &Session) -> String {
         Output::WhoAmI(me) => {
             json!({"event": "whoami", "address": me.address.to_string(), "key": hex::encode(me.key.as_bytes()), "listen": me.listen.to_string()})
         }
-        Output::Queued { id, to } => json!({
-            "event": "queued", "id": id.to_string(), "to": to.to_string(),
+        Output::Queued {
+            id,
+            to,
+            expires_at_ms,
+        } => json!({
+            "event": "queued", "id": id.to_string(), "to": to.to_string(), "expires_at": expires_at_ms,
         }),
         Output::KeyNotFound {
             to,

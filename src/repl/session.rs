@@ -132,15 +132,22 @@ impl Session {
                 r
             }
             Output::Sent {
-                id, relays, direct, ..
+                id,
+                relays,
+                direct,
+                no_contacts,
+                ..
             } => {
                 let state = if *direct {
                     SentState::Taken
+                } else if *no_contacts {
+                    SentState::Queued
                 } else {
                     SentState::Placed(*relays)
                 };
                 self.log.set_state(id, state, now_ms)
             }
+            Output::Cancelled(r) => self.log.set_state(&r.id, SentState::Cancelled, now_ms),
             Output::Delivered { id, .. } => self.log.set_state(id, SentState::Delivered, now_ms),
             Output::Expired { id } => self.log.set_state(id, SentState::Expired, now_ms),
             Output::Message {

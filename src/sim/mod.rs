@@ -255,9 +255,23 @@ impl Sim {
     /// If `config` does not validate: the simulator's configurations are
     /// written by its caller, not read from anywhere.
     pub fn add_node(&mut self, config: Config) -> usize {
-        let i = self.nodes.len();
         let identity = Identity::from_seed(self.rng.gen()).with_signatures(self.cfg.signatures);
-        let node = match Node::new(config.clone(), identity.clone(), self.rng.gen(), self.now) {
+        self.add_node_as(config, identity)
+    }
+
+    /// Add a second node with node `of`'s identity (the same secret
+    /// started twice) at an address of its own; it starts online and alone.
+    ///
+    /// # Panics
+    /// As [`Sim::add_node`].
+    pub fn add_twin(&mut self, of: usize, config: Config) -> usize {
+        let identity = self.nodes[of].identity.clone();
+        self.add_node_as(config, identity)
+    }
+
+    fn add_node_as(&mut self, config: Config, identity: Identity) -> usize {
+        let i = self.nodes.len();
+        let mut node = match Node::new(config.clone(), identity.clone(), self.rng.gen(), self.now) {
             Ok(n) => n,
             Err(e) => panic!("simulated node: {e}"),
         };
@@ -266,6 +280,7 @@ impl Sim {
         // network of its own.
         let net = i as u32 + (10 << 16);
         let addr = SocketAddr::from(([(net >> 16) as u8, (net >> 8) as u8, net as u8, 1], 4000));
+        node.set_local_addr(addr);
         self.by_addr.insert(addr, i);
         self.nodes.push(Box::new(SimNode {
             behaviour: Behaviour::Honest,
@@ -293,6 +308,7 @@ impl Sim {
             Ok(node) => node,
             Err(e) => panic!("simulated node: {e}"),
         };
+        node.set_local_addr(n.addr);
         self.stats.retired_stores += n.node.stats().stores_sent;
         self.stats.retired_acks += n.node.stats().acks_sent;
         self.stats.retired_duplicates += n.node.relay().duplicate_stores();
