@@ -3,18 +3,27 @@
 //! `/outbox` and `/history`.
 //!
 //! It belongs to the front end: the node keeps only what the protocol
-//! needs (undelivered messages, and received ids to recognise copies), and
-//! forgets delivered ones. The log lives in `conversations.jsonl` in the data
-//! directory, one JSON object per line, appended as things happen; on
-//! start it is read back and, once it holds more than twice [`MAX_ENTRIES`]
-//! lines, rewritten with only the newest [`MAX_ENTRIES`] messages. A line
-//! a crash cut short is skipped (and counted), never fatal.
+//! needs (undelivered messages, sealed, and received ids to recognise
+//! copies), and forgets delivered ones. The log lives in
+//! `conversations.jsonl` in the data directory, one record per line,
+//! appended as things happen; on start it is read back and, once it holds
+//! more than twice [`MAX_ENTRIES`] lines, rewritten with only the newest
+//! [`MAX_ENTRIES`] messages. A line a crash cut short is skipped (and
+//! counted), never fatal.
+//!
+//! No message text is on disk in the clear, as for the node's own
+//! records: each line is a JSON object sealed with XChaCha20-Poly1305
+//! under a key derived from the identity's private key
+//! ([`crate::identity::Identity::storage_key`]), with a random 24-byte
+//! nonce, written as hex.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::XChaCha20Poly1305;
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
@@ -147,10 +156,45 @@ pub struct LogError {
     pub source: std::io::Error,
 }
 
+/// Seals and opens the log's lines.
+#[derive(Clone)]
+struct Sealer(XChaCha20Poly1305);
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer")
+    }
+}
+
+/// Label of the log's key ([`crate::identity::Identity::storage_key`]).
+pub const KEY_LABEL: &[u8] = b"conversations";
+
+impl Sealer {
+    fn seal(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ct = self.0.encrypt(&nonce, plain).ok()?;
+        let mut out = hex::encode(nonce).into_bytes();
+        out.extend_from_slice(hex::encode(ct).as_bytes());
+        Some(out)
+    }
+
+    fn open(&self, line: &[u8]) -> Option<Vec<u8>> {
+        let bytes = hex::decode(line).ok()?;
+        if bytes.len() < 24 {
+            return None;
+        }
+        let (nonce, ct) = bytes.split_at(24);
+        self.0
+            .decrypt(chacha20poly1305::XNonce::from_slice(nonce), ct)
+            .ok()
+    }
+}
+
 /// The conversation log.
 #[derive(Debug, Default)]
 pub struct ChatLog {
     path: Option<PathBuf>,
+    sealer: Option<Sealer>,
     /// Oldest first.
     entries: Vec<Entry>,
     index: HashMap<MessageId, usize>,
@@ -177,15 +221,16 @@ impl ChatLog {
         ChatLog::default()
     }
 
-    /// Read the log at `path` (empty if missing), compacting it if it grew
-    /// past twice [`MAX_ENTRIES`] lines.
-    pub fn open(path: &Path) -> Result<ChatLog, LogError> {
+    /// Read the log at `path` (empty if missing), sealed with `key`,
+    /// compacting it if it grew past twice [`MAX_ENTRIES`] lines.
+    pub fn open(path: &Path, key: &[u8; 32]) -> Result<ChatLog, LogError> {
         let err = |source| LogError {
             path: path.to_path_buf(),
             source,
         };
         let mut log = ChatLog {
             path: Some(path.to_path_buf()),
+            sealer: Some(Sealer(XChaCha20Poly1305::new(key.into()))),
             ..ChatLog::default()
         };
         let file = match std::fs::File::open(path) {
@@ -199,6 +244,16 @@ impl ChatLog {
                 continue;
             }
             log.lines += 1;
+            let line = match &log.sealer {
+                Some(s) => match s.open(&line) {
+                    Some(plain) => plain,
+                    None => {
+                        log.skipped += 1;
+                        continue;
+                    }
+                },
+                None => line,
+            };
             match serde_json::from_slice::<Line>(&line) {
                 Ok(l) => {
                     if !log.apply(l) {
@@ -308,7 +363,7 @@ impl ChatLog {
         let mut out = Vec::new();
         for e in &self.entries {
             for l in lines_of(e) {
-                if let Ok(mut bytes) = serde_json::to_vec(&l) {
+                if let Some(mut bytes) = self.encode(&l) {
                     bytes.push(b'\n');
                     out.extend_from_slice(&bytes);
                 }
@@ -319,6 +374,15 @@ impl ChatLog {
         Ok(())
     }
 
+    /// One line as stored: JSON, sealed when the log has a key.
+    fn encode(&self, line: &Line) -> Option<Vec<u8>> {
+        let json = serde_json::to_vec(line).ok()?;
+        match &self.sealer {
+            Some(s) => s.seal(&json),
+            None => Some(json),
+        }
+    }
+
     fn append(&mut self, line: &Line) -> Result<(), LogError> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -327,7 +391,9 @@ impl ChatLog {
             path: path.clone(),
             source,
         };
-        let mut bytes = serde_json::to_vec(line).map_err(|e| err(std::io::Error::other(e)))?;
+        let mut bytes = self
+            .encode(line)
+            .ok_or_else(|| err(std::io::Error::other("could not seal the line")))?;
         bytes.push(b'\n');
         let mut f = OpenOptions::new()
             .create(true)
@@ -494,6 +560,8 @@ fn lines_of(e: &Entry) -> Vec<Line> {
 mod tests {
     use super::*;
 
+    const KEY: [u8; 32] = [7; 32];
+
     fn id(n: u8) -> MessageId {
         MessageId([n; 20])
     }
@@ -503,7 +571,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("conversations.jsonl");
         let (a, b) = (Address([1; 20]), Address([2; 20]));
-        let mut log = ChatLog::open(&path).unwrap();
+        let mut log = ChatLog::open(&path, &KEY).unwrap();
         log.sent(id(1), a, "hello\nthere", 10).unwrap();
         log.set_state(&id(1), SentState::Placed(3), 11).unwrap();
         log.received(id(2), b, "hi", 5, 12).unwrap();
@@ -514,8 +582,12 @@ mod tests {
         drop(log);
         // A line cut short by a crash is skipped.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"t\":\"in\",\"id\":").unwrap();
-        let log = ChatLog::open(&path).unwrap();
+        f.write_all(b"0badc0de").unwrap();
+        // Nothing is readable without the key.
+        let text = std::fs::read(&path).unwrap();
+        assert!(!text.windows(5).any(|w| w == b"hello"));
+        assert_eq!(ChatLog::open(&path, &[8; 32]).unwrap().entries().len(), 0);
+        let log = ChatLog::open(&path, &KEY).unwrap();
         assert_eq!(log.skipped(), 1);
         assert_eq!(log.entries().len(), 2);
         let e = log.get(&id(1)).unwrap();
@@ -536,7 +608,7 @@ mod tests {
     fn the_log_is_bounded_and_compacted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("conversations.jsonl");
-        let mut log = ChatLog::open(&path).unwrap();
+        let mut log = ChatLog::open(&path, &KEY).unwrap();
         let a = Address([1; 20]);
         for n in 0..(2 * MAX_ENTRIES as u32 + 10) {
             let mut bytes = [0u8; 20];
@@ -547,7 +619,7 @@ mod tests {
         assert!(log.entries().len() <= MAX_ENTRIES + MAX_ENTRIES / 8);
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines <= 2 * MAX_ENTRIES, "{lines}");
-        let log = ChatLog::open(&path).unwrap();
+        let log = ChatLog::open(&path, &KEY).unwrap();
         assert!(log.entries().len() <= MAX_ENTRIES + MAX_ENTRIES / 8);
         assert_eq!(
             log.entries().last().unwrap().at_ms,

@@ -85,6 +85,19 @@ impl Identity {
         self.signatures
     }
 
+    /// A 32-byte key for encrypting this identity's own files (the
+    /// conversation log), derived from the private key with HKDF-SHA256
+    /// and `label`: only the holder of the secret can read them, and each
+    /// label gives an unrelated key.
+    pub fn storage_key(&self, label: &[u8]) -> [u8; 32] {
+        let hk =
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(b"comm/v1/storage"), &self.signing.to_bytes());
+        let mut out = [0u8; 32];
+        // Fails only for outputs over 255 * 32 bytes; 32 always fits.
+        let _ = hk.expand(label, &mut out);
+        out
+    }
+
     /// Derive the identity from a secret with Argon2id (parameters above).
     pub fn from_secret(secret: &str) -> Result<Identity, IdentityError> {
         if secret.is_empty() {

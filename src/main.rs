@@ -274,7 +274,11 @@ fn start(cli: Cli) -> Result<(), String> {
     };
 
     let book = Book::open(&data_dir.join("contacts.json")).map_err(|e| e.to_string())?;
-    let log = ChatLog::open(&data_dir.join("conversations.jsonl")).map_err(|e| e.to_string())?;
+    let log = ChatLog::open(
+        &data_dir.join("conversations.jsonl"),
+        &identity.storage_key(comm::chatlog::KEY_LABEL),
+    )
+    .map_err(|e| e.to_string())?;
     let paint = if cli.json {
         Paint::default()
     } else {

@@ -1,7 +1,11 @@
 //! The line editor: Tab completion of commands, names and known addresses,
 //! a trailing `\` to continue a message on the next line, Ctrl-C that
 //! clears a half-typed line (and quits on an empty one), and typed lines
-//! remembered in a file across restarts.
+//! remembered across restarts.
+//!
+//! Up-arrow recalls every line of this run, but only command lines that
+//! carry no message text are written to the history file: message text is
+//! never stored in the clear (the conversation log is sealed).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +19,7 @@ use rustyline::{
     Movement, RepeatCount,
 };
 
-use super::parse::COMMANDS;
+use super::parse::{Input, COMMANDS};
 use super::session::Shared;
 
 /// Typed lines kept in the history file.
@@ -166,27 +170,64 @@ pub fn editor(session: Shared, history: Option<&Path>) -> rustyline::Result<Edit
         EventHandler::Conditional(Box::new(ClearOrQuit)),
     );
     if let Some(path) = history {
-        // A missing file is the first start; a damaged one only loses
-        // line history.
-        if let Err(e2) = e.load_history(path) {
-            if path.exists() {
-                tracing::warn!(error = %e2, path = %path.display(), "could not read line history");
-            }
+        for line in read_history(path) {
+            let _ = e.add_history_entry(line);
         }
     }
     Ok(e)
 }
 
-/// Remember `line` in the editor's history and its file.
+/// The history file's lines, the newest [`HISTORY_LINES`]; rewritten
+/// when it grew past twice that.
+fn read_history(path: &Path) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(err) => {
+            if path.exists() {
+                tracing::warn!(error = %err, path = %path.display(), "could not read line history");
+            }
+            return Vec::new();
+        }
+    };
+    let all: Vec<String> = text.lines().map(str::to_string).collect();
+    let keep = all[all.len().saturating_sub(HISTORY_LINES)..].to_vec();
+    if all.len() > 2 * HISTORY_LINES {
+        let mut out = keep.join("\n");
+        out.push('\n');
+        if let Err(err) = crate::book::write_atomically(path, out.as_bytes()) {
+            tracing::warn!(error = %err, "could not shorten line history");
+        }
+    }
+    keep
+}
+
+/// Whether a typed line may be written to the history file: commands
+/// that carry no message text.
+pub fn keep_on_disk(line: &str) -> bool {
+    !line.contains('\n')
+        && matches!(
+            super::parse::parse(line),
+            Ok(input) if !matches!(input, Input::Send { .. } | Input::Reply(_) | Input::Nothing)
+        )
+}
+
+/// Remember `line` for up-arrow, and in the history file if it carries
+/// no message text.
 pub fn remember(e: &mut Editor, line: &str, file: Option<&PathBuf>) {
     if line.trim().is_empty() {
         return;
     }
-    if e.add_history_entry(line).unwrap_or(false) {
-        if let Some(path) = file {
-            if let Err(err) = e.append_history(path) {
-                tracing::warn!(error = %err, "could not save line history");
-            }
+    let added = e.add_history_entry(line).unwrap_or(false);
+    if let (true, Some(path)) = (added && keep_on_disk(line), file) {
+        let write = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, format!("{}\n", line.trim()).as_bytes())
+            });
+        if let Err(err) = write {
+            tracing::warn!(error = %err, "could not save line history");
         }
     }
 }
@@ -230,5 +271,27 @@ mod tests {
         assert_eq!(h.candidates("/help rel", 9).1, vec!["relays".to_string()]);
         // Inside a message nothing is completed.
         assert!(h.candidates("bob hel", 7).1.is_empty());
+    }
+
+    #[test]
+    fn only_lines_without_message_text_reach_the_history_file() {
+        assert!(keep_on_disk("/contacts"));
+        assert!(keep_on_disk("/history bob"));
+        assert!(!keep_on_disk("bob the secret plan"));
+        assert!(!keep_on_disk("/reply the secret plan"));
+        assert!(!keep_on_disk("/frob"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.txt");
+        let lines: Vec<String> = (0..2 * HISTORY_LINES + 5)
+            .map(|i| format!("/lookup {i}"))
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let kept = read_history(&path);
+        assert_eq!(kept.len(), HISTORY_LINES);
+        assert_eq!(kept.last(), lines.last());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            HISTORY_LINES
+        );
     }
 }

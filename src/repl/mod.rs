@@ -323,3 +323,103 @@ pub fn lines(session: Shared, commands: mpsc::Sender<Command>, outputs: mpsc::Se
     }
     // Dropping `commands` tells the runtime that input ended; it keeps running.
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::book::Book;
+    use crate::chatlog::{ChatLog, SentState};
+
+    fn session() -> Shared {
+        let mut s = Session::new(Book::in_memory(), ChatLog::in_memory(), Default::default());
+        s.book.add("ann", Address([1; 20]), None, 0).unwrap();
+        s.log
+            .sent(MessageId([0xab; 20]), Address([1; 20]), "one", 1)
+            .unwrap();
+        let mut id = [0xab; 20];
+        id[19] = 0;
+        s.log
+            .sent(MessageId(id), Address([1; 20]), "two", 2)
+            .unwrap();
+        s.log
+            .set_state(&MessageId(id), SentState::Delivered, 3)
+            .unwrap();
+        s.log
+            .sent(MessageId([0xcd; 20]), Address([1; 20]), "three", 4)
+            .unwrap();
+        s.log
+            .set_state(&MessageId([0xcd; 20]), SentState::Expired, 5)
+            .unwrap();
+        Shared::new(s)
+    }
+
+    #[test]
+    fn names_replies_and_ids_resolve() {
+        let s = session();
+        assert!(matches!(
+            act("ann hi", &s),
+            Ok(Act::Run(Command::Send { to, .. })) if to == Address([1; 20])
+        ));
+        // Two ids start with abab; only one is still open.
+        assert_eq!(
+            act("/cancel abab", &s),
+            Ok(Act::Run(Command::Cancel(MessageId([0xab; 20]))))
+        );
+        assert!(matches!(
+            act("/help relays", &s),
+            Ok(Act::Show(Output::Notice(_)))
+        ));
+        assert!(matches!(
+            act("/history ann", &s),
+            Ok(Act::Show(Output::Rendered { .. }))
+        ));
+    }
+
+    /// Every error that needs the session, in the words a user sees.
+    #[test]
+    fn explains_what_cannot_be_done() {
+        let s = session();
+        let cases: &[(&str, &str)] = &[
+            (
+                "bob hi",
+                "no contact named bob; /contacts lists them, /add bob ADDRESS names one",
+            ),
+            ("/history bob", "no contact named bob"),
+            ("/lookup @bob", "no contact named bob"),
+            (
+                "/reply hi",
+                "nobody has written to you since the node started; /reply answers the last sender",
+            ),
+            (
+                "/cancel 1234",
+                "no message of yours starts with 1234; /outbox lists them",
+            ),
+            (
+                "/cancel cdcd",
+                "message cdcdcdcd is already expired; nothing to cancel",
+            ),
+            ("/help frob", "no help on /frob; /help lists the commands"),
+        ];
+        for (line, want) in cases {
+            let got = act(line, &s).expect_err(line).to_string();
+            assert!(got.starts_with(want), "{line:?}: got {got:?}");
+            assert!(!got.contains('\n'));
+        }
+        // Two open messages share a prefix: ask for more digits.
+        s.lock()
+            .log
+            .sent(MessageId([0xaa; 20]), Address([1; 20]), "four", 6)
+            .unwrap();
+        let mut id = [0xaa; 20];
+        id[19] = 1;
+        s.lock()
+            .log
+            .sent(MessageId(id), Address([1; 20]), "five", 7)
+            .unwrap();
+        assert_eq!(
+            act("/cancel aaaa", &s).unwrap_err().to_string(),
+            "2 of your messages start with aaaa; type more digits of the id"
+        );
+    }
+}

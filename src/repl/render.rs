@@ -607,6 +607,12 @@ pub fn json(o: &Output, s: &Session) -> String {
             "write_batches": st.write_batches,
             "stores_sent": st.stores_sent,
             "acks_sent": st.acks_sent,
+            "rpc_answered": st.rpc_answered,
+            "rpc_latency_ms": {
+                "p50": st.rpc_latency[0].map(|d| d.as_secs_f64() * 1e3),
+                "p90": st.rpc_latency[1].map(|d| d.as_secs_f64() * 1e3),
+                "p99": st.rpc_latency[2].map(|d| d.as_secs_f64() * 1e3),
+            },
         }),
         Output::Accepted { id, to, at_ms, .. } => json!({
             "event": "accepted", "id": id.to_string(), "to": to.to_string(), "to_name": name(to),
