@@ -211,12 +211,18 @@ fn a_person_chats_by_name_in_a_terminal() {
     assert_eq!(msg["text"], "two\nlines");
     let at = t.wait_for(at, "delivered");
 
+    // A bracketed paste of several lines is one message, newlines kept.
+    t.paste("alice \x1b[200~pasted one\npasted two\x1b[201~\r");
+    let msg = alice.wait_event("message");
+    assert_eq!(msg["text"], "pasted one\npasted two");
+    let at = t.wait_for(at, "delivered");
+
     // The conversation is there, in order, with states.
     t.paste("/history alice\r");
-    let h = t.wait_for(at, "conversation with alice (5 messages)");
+    let h = t.wait_for(at, "conversation with alice (6 messages)");
     let screen = t.screen();
     let view = &screen[h..];
-    let order = ["ping from alice", "hello there", "second", "got it", "two"];
+    let order = ["ping from alice", "hello there", "second", "got it", "two", "pasted one"];
     let mut pos = 0;
     for text in order {
         let i = view[pos..]
