@@ -243,6 +243,15 @@ pub struct Config {
     /// copy (for purging them when the ack comes). Default 64; further
     /// claims are not recorded.
     pub max_tracked_peers: usize,
+    /// A relay drops its copy of someone else's message once it knows this
+    /// many other holders strictly closer to the recipient than itself
+    /// (0: never). Default 8 (k): copies move inwards, and under churn the
+    /// nodes that were ever online inside the first circle all end up with
+    /// one; those farther out than k known holders add little (the
+    /// recipient and the holders near it find each other first) and were
+    /// most of the copies above 32 in `comm-sim`. The closest holders never
+    /// drop theirs, so a message is never left with fewer than this many.
+    pub surplus_holders: usize,
 }
 
 impl Default for Config {
@@ -302,6 +311,7 @@ impl Default for Config {
             max_inbox: 16384,
             max_unshown: 1024,
             max_tracked_peers: 64,
+            surplus_holders: 8,
         }
     }
 }

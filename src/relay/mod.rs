@@ -167,6 +167,8 @@ pub struct Relay {
     duplicate_stores: u64,
     /// `Offer`s of a message already held (each saved a `Store`).
     duplicate_offers: u64,
+    /// Copies dropped because enough closer holders were known.
+    surplus_drops: u64,
     /// Inbox writes encoded when they happened: a shown message's text is
     /// not kept in memory, so its record cannot be rebuilt later.
     eager: Vec<Op>,
@@ -210,6 +212,7 @@ impl Relay {
             dirty: BTreeSet::new(),
             duplicate_stores: 0,
             duplicate_offers: 0,
+            surplus_drops: 0,
             eager: Vec::new(),
             actions: VecDeque::new(),
             refused_for_room: false,
@@ -1158,6 +1161,26 @@ impl Relay {
                 h.route.add_holder(from, cap);
             }
         }
+        self.drop_if_surplus(&id);
+    }
+
+    /// Drop our copy of someone else's message `id` if we know
+    /// `surplus_holders` others closer to its recipient (§16.3): copies
+    /// stay with the nodes nearest the recipient, and their number stays
+    /// bounded however many nodes the churn brings inside the circle.
+    fn drop_if_surplus(&mut self, id: &MessageId) {
+        let cap = self.config.surplus_holders;
+        let me = self.me;
+        let surplus = cap > 0
+            && self
+                .held
+                .get(id)
+                .is_some_and(|h| !h.own && h.route.closer_holders(&me) >= cap);
+        if surplus {
+            debug!(id = %id.short(), "closer holders known; copy dropped");
+            self.surplus_drops += 1;
+            self.unhold(id);
+        }
     }
 
     /// Answer an `Offer` of `ids` from `from` (§15.5): the ids we want
@@ -1200,6 +1223,7 @@ impl Relay {
         };
         if held && !want {
             h.route.add_holder(peer, cap);
+            self.drop_if_surplus(&id);
             return;
         }
         if !want || !h.route.tried.contains_key(&peer.id) {
@@ -1531,6 +1555,7 @@ impl Relay {
                 if let Some(h) = self.held.get_mut(&id) {
                     h.route.add_holder(peer, cap);
                 }
+                self.drop_if_surplus(&id);
             }
             StoreStatus::Delivered(ack) | StoreStatus::Acknowledged(ack) => {
                 // The recipient took it itself: the placement was direct.
@@ -1718,6 +1743,11 @@ impl Relay {
     /// that the offer saved.
     pub fn duplicate_offers(&self) -> u64 {
         self.duplicate_offers
+    }
+
+    /// Copies dropped because `surplus_holders` closer holders were known.
+    pub fn surplus_drops(&self) -> u64 {
+        self.surplus_drops
     }
 
     /// Held messages (including our own undelivered ones).

@@ -1374,3 +1374,45 @@ fn an_offer_is_answered_with_what_is_wanted_held_or_acknowledged() {
     assert_eq!(has, vec![held.id()]);
     assert!(acks(&h.take()).is_empty());
 }
+
+#[test]
+fn a_relay_drops_its_copy_once_enough_closer_holders_are_known() {
+    let mut h = H::new(Config::default());
+    let to = far_from(h.addr());
+    let ns = h.neighbours(to, 8);
+    let e = envelope(to, "hello");
+    let id = e.id();
+    // The bearer is farther from the recipient than we are.
+    let mut outer = h.addr();
+    outer.0[0] ^= 0x40;
+    assert_eq!(h.store(contact(outer, 200), &e, 3), StoreStatus::Held);
+    h.take();
+    for (i, c) in ns.iter().enumerate() {
+        assert!(h.relay.holds(&id), "{i} closer holders known");
+        h.run(|r, ctx| r.on_stored(ctx, *c, id, StoreStatus::Held));
+    }
+    assert!(!h.relay.holds(&id), "8 closer holders: ours is surplus");
+    assert_eq!(h.relay.surplus_drops(), 1);
+    assert!(h
+        .take()
+        .contains(&Action::Cancel(RouteKey { id, ack: false })));
+    // Not taken back when offered again.
+    let (want, held) = h.run(|r, ctx| r.on_offer(ctx, ns[0], &[id]));
+    assert!(want.is_empty() && held.is_empty());
+}
+
+#[test]
+fn a_sender_keeps_its_own_copy_however_many_hold_it() {
+    let mut h = H::new(Config::default());
+    let to = far_identity(h.addr()).address();
+    let ns = h.neighbours(to, 8);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"mine")))
+        .unwrap();
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    for c in &ns {
+        h.run(|r, ctx| r.on_stored(ctx, *c, id, StoreStatus::Held));
+    }
+    assert!(h.relay.holds(&id));
+    assert_eq!(h.relay.surplus_drops(), 0);
+}
