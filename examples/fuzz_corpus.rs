@@ -20,7 +20,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use comm::identity::proof_message;
-use comm::message::{Ack, Envelope, IdentityRecord};
+use comm::message::{Ack, Envelope, IdentityRecord, MessageId};
 use comm::wire::{encode, encode_identity_record, Body, Contact, Packet, Proof, StoreStatus};
 use comm::Identity;
 
@@ -291,6 +291,29 @@ fn datagrams() -> Vec<(&'static str, Vec<u8>)> {
         (
             "record_stored",
             packet(7, 24, false, Body::RecordStored { stored: true }),
+        ),
+        (
+            "offer",
+            packet(
+                3,
+                25,
+                false,
+                Body::Offer {
+                    ids: vec![id, MessageId([0x42; 20])],
+                },
+            ),
+        ),
+        (
+            "offered",
+            packet(
+                4,
+                26,
+                false,
+                Body::Offered {
+                    want: vec![id],
+                    held: vec![MessageId([0x42; 20])],
+                },
+            ),
         ),
     ];
     packets

@@ -263,6 +263,15 @@ pub struct Config {
     /// Catch-up window, longest: messages are never kept back longer than
     /// this after the window opened, whatever relays do. Default 15 s.
     pub catchup_max: Duration,
+    /// A relay drops its copy of someone else's message once it knows this
+    /// many other holders strictly closer to the recipient than itself
+    /// (0: never). Default 8 (k): copies move inwards, and under churn the
+    /// nodes that were ever online inside the first circle all end up with
+    /// one; those farther out than k known holders add little (the
+    /// recipient and the holders near it find each other first) and were
+    /// most of the copies above 32 in `comm-sim`. The closest holders never
+    /// drop theirs, so a message is never left with fewer than this many.
+    pub surplus_holders: usize,
 }
 
 impl Default for Config {
@@ -326,6 +335,7 @@ impl Default for Config {
             lookup_path_max: 64,
             catchup_quiet: Duration::from_millis(1500),
             catchup_max: Duration::from_secs(15),
+            surplus_holders: 8,
         }
     }
 }
@@ -358,6 +368,7 @@ impl Config {
             "max_records" => self.max_records = n()?,
             "max_keys" => self.max_keys = n()?,
             "relay" => self.relay = value.parse().map_err(|_| bad())?,
+            "surplus_holders" => self.surplus_holders = n()?,
             "catchup_quiet_ms" => self.catchup_quiet = Duration::from_millis(n32()?.into()),
             "catchup_max_ms" => self.catchup_max = Duration::from_millis(n32()?.into()),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),

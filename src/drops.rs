@@ -29,6 +29,9 @@ pub enum DropReason {
     BadSignatureLength,
     /// A `Nodes` reply with more than k contacts.
     TooManyContacts,
+    /// An `Offer` or `Offered` with no id, more than `MAX_OFFER_IDS`, or
+    /// one id twice.
+    BadOffer,
     /// An endpoint with a bad address length or port.
     BadEndpoint,
     /// No body, or a body type this version does not know.
@@ -125,6 +128,7 @@ impl DropReason {
             BadKey => "bad_key",
             BadSignatureLength => "bad_signature_length",
             TooManyContacts => "too_many_contacts",
+            BadOffer => "bad_offer",
             BadEndpoint => "bad_endpoint",
             UnknownType => "unknown_type",
             BodyTooLarge => "body_too_large",

@@ -222,7 +222,14 @@ fn a_person_chats_by_name_in_a_terminal() {
     let h = t.wait_for(at, "conversation with alice (6 messages)");
     let screen = t.screen();
     let view = &screen[h..];
-    let order = ["ping from alice", "hello there", "second", "got it", "two", "pasted one"];
+    let order = [
+        "ping from alice",
+        "hello there",
+        "second",
+        "got it",
+        "two",
+        "pasted one",
+    ];
     let mut pos = 0;
     for text in order {
         let i = view[pos..]

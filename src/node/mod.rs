@@ -105,6 +105,8 @@ pub struct Stats {
     pub stores_sent: u64,
     /// `Acknowledge` requests sent (ack transfers).
     pub acks_sent: u64,
+    /// `Offer` requests sent (ids only, before a `Store`).
+    pub offers_sent: u64,
     /// Write batches emitted.
     pub write_batches: u64,
     /// Inputs dropped or refused, by reason.
@@ -729,6 +731,7 @@ impl Node {
                     match purpose {
                         RelayRequest::Store(_) => self.stats.stores_sent += 1,
                         RelayRequest::Acknowledge(_) => self.stats.acks_sent += 1,
+                        RelayRequest::Offer(_) => self.stats.offers_sent += 1,
                         RelayRequest::Pull => {}
                     }
                     let sent = self.request(
@@ -744,7 +747,9 @@ impl Node {
                     }
                     if !sent {
                         match purpose {
-                            RelayRequest::Store(id) => self.relay.store_failed(&to.id, id, true),
+                            RelayRequest::Store(id) | RelayRequest::Offer(id) => {
+                                self.relay.store_failed(&to.id, id, true)
+                            }
                             RelayRequest::Acknowledge(id) => {
                                 self.relay.ack_failed(&to.id, id, true)
                             }
@@ -1410,7 +1415,13 @@ impl Node {
                 holding_for_it = holding;
                 Body::Pulled { count }
             }
+            Body::Offer { ids } => {
+                let (want, held) =
+                    with_relay!(self, now, |relay, ctx| relay.on_offer(&ctx, contact, &ids));
+                Body::Offered { want, held }
+            }
             Body::Pong { .. }
+            | Body::Offered { .. }
             | Body::Nodes { .. }
             | Body::Record { .. }
             | Body::RecordStored { .. }
@@ -1500,6 +1511,10 @@ impl Node {
                     Body::Acknowledged { .. }
                 )
                 | (Purpose::Relay(RelayRequest::Pull, _), Body::Pulled { .. })
+                | (
+                    Purpose::Relay(RelayRequest::Offer(_), _),
+                    Body::Offered { .. }
+                )
                 | (
                     Purpose::Bootstrap | Purpose::Verify | Purpose::CheckOldest,
                     Body::Pong { .. }
@@ -1646,6 +1661,13 @@ impl Node {
             }
             Purpose::Relay(RelayRequest::Acknowledge(id), _) => {
                 self.relay.on_acknowledged(contact, id)
+            }
+            Purpose::Relay(RelayRequest::Offer(id), _) => {
+                if let Body::Offered { want, held } = packet.body {
+                    let (want, held) = (want.contains(&id), held.contains(&id));
+                    with_relay!(self, now, |relay, ctx| relay
+                        .on_offered(&ctx, contact, id, want, held));
+                }
             }
             Purpose::Relay(RelayRequest::Pull, _) => {
                 if let Body::Pulled { count } = packet.body {
@@ -1837,7 +1859,7 @@ impl Node {
                 }
                 self.drive_lookup(now, lookup);
             }
-            Purpose::Relay(RelayRequest::Store(id), _) => {
+            Purpose::Relay(RelayRequest::Store(id) | RelayRequest::Offer(id), _) => {
                 if let Some(p) = rpc.expect {
                     self.relay.store_failed(&p, id, false);
                 }

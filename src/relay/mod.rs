@@ -97,6 +97,9 @@ pub enum RelayRequest {
     Acknowledge(MessageId),
     /// A `Pull`.
     Pull,
+    /// An `Offer` of this message (its id only; the `Store` follows if the
+    /// peer wants it).
+    Offer(MessageId),
 }
 
 /// Something the relay wants the node to do.
@@ -166,6 +169,10 @@ pub struct Relay {
     dirty: BTreeSet<(Table, MessageId)>,
     /// `Store`s received for a message already held (wasted transfers).
     duplicate_stores: u64,
+    /// `Offer`s of a message already held (each saved a `Store`).
+    duplicate_offers: u64,
+    /// Copies dropped because enough closer holders were known.
+    surplus_drops: u64,
     /// Inbox writes encoded when they happened: a shown message's text is
     /// not kept in memory, so its record cannot be rebuilt later.
     eager: Vec<Op>,
@@ -208,6 +215,8 @@ impl Relay {
             awaiting: BTreeMap::new(),
             dirty: BTreeSet::new(),
             duplicate_stores: 0,
+            duplicate_offers: 0,
+            surplus_drops: 0,
             eager: Vec::new(),
             actions: VecDeque::new(),
             refused_for_room: false,
@@ -732,7 +741,8 @@ impl Relay {
                 h.route.bound = just_past(far.id.distance(&recipient));
             }
         }
-        let sent = self.store_to(ctx, id, &targets);
+        // Nobody can hold it yet: the body goes at once.
+        let sent = self.store_to(ctx, id, &targets, false);
         if let Some(placing) = self.outbox.get_mut_placing(&id) {
             placing.extend(sent.iter().copied());
         }
@@ -790,9 +800,19 @@ impl Relay {
         }
     }
 
-    /// Send `Store` for held message `id` to those of `targets` its route
-    /// allows. Returns the peers sent to.
-    fn store_to(&mut self, ctx: &Ctx, id: MessageId, targets: &[Contact]) -> Vec<Address> {
+    /// Send held message `id` to those of `targets` its route allows.
+    /// With `offer`, a peer other than the recipient is first sent an
+    /// `Offer` of the id alone, and the `Store` follows only if it wants
+    /// it (§15.5); a peer that left an earlier transmission of this
+    /// message unanswered gets the `Store` itself (it may not know
+    /// `Offer`). Returns the peers sent to.
+    fn store_to(
+        &mut self,
+        ctx: &Ctx,
+        id: MessageId,
+        targets: &[Contact],
+        offer: bool,
+    ) -> Vec<Address> {
         let me = self.me;
         let Some(held) = self.held.get_mut(&id) else {
             return Vec::new();
@@ -802,13 +822,23 @@ impl Relay {
             return Vec::new();
         }
         self.touch(Table::Held, id);
-        let (envelope, own) = match self.held.get(&id) {
-            Some(h) => (h.envelope.clone(), h.own),
+        let (envelope, own, failures) = match self.held.get(&id) {
+            Some(h) => (h.envelope.clone(), h.own, h.route.failures.clone()),
             None => return Vec::new(),
         };
         let mut sent = Vec::with_capacity(picks.len());
         for (c, hops_left) in picks {
             sent.push(c.id);
+            if offer && c.id != envelope.recipient() && !failures.contains_key(&c.id) {
+                self.act(Action::Request {
+                    to: c,
+                    body: Body::Offer { ids: vec![id] },
+                    challenge: !ctx.peers.verified(&c),
+                    purpose: RelayRequest::Offer(id),
+                    own,
+                });
+                continue;
+            }
             // The recipient must prove its key afresh at that endpoint,
             // whatever the table says: whoever took over its old port must
             // not be handed its messages.
@@ -912,7 +942,7 @@ impl Relay {
                 return;
             }
             let targets = ctx.peers.closest(&h.envelope.recipient(), k);
-            self.store_to(ctx, id, &targets);
+            self.store_to(ctx, id, &targets, true);
             if self.held.get(&id).is_some_and(|h| h.route.budget == 0) {
                 // Spent: no more attempts, but the copy stays until it
                 // expires or is acknowledged, for its recipient to collect
@@ -1153,6 +1183,86 @@ impl Relay {
                 h.route.add_holder(from, cap);
             }
         }
+        self.drop_if_surplus(&id);
+    }
+
+    /// Drop our copy of someone else's message `id` if we know
+    /// `surplus_holders` others closer to its recipient (§16.3): copies
+    /// stay with the nodes nearest the recipient, and their number stays
+    /// bounded however many nodes the churn brings inside the circle.
+    fn drop_if_surplus(&mut self, id: &MessageId) {
+        let cap = self.config.surplus_holders;
+        let me = self.me;
+        let surplus = cap > 0
+            && self
+                .held
+                .get(id)
+                .is_some_and(|h| !h.own && h.route.closer_holders(&me) >= cap);
+        if surplus {
+            debug!(id = %id.short(), "closer holders known; copy dropped");
+            self.surplus_drops += 1;
+            self.unhold(id);
+        }
+    }
+
+    /// Answer an `Offer` of `ids` from `from` (§15.5): the ids we want
+    /// (held neither now nor before, not acknowledged, and we relay), and
+    /// the ids we hold (whose offerer holds them too: a holder learned).
+    /// For an id we know acknowledged, a verified offerer is sent the ack
+    /// (purge only) instead of a `Store` being asked for.
+    pub fn on_offer(
+        &mut self,
+        ctx: &Ctx,
+        from: Contact,
+        ids: &[MessageId],
+    ) -> (Vec<MessageId>, Vec<MessageId>) {
+        let (mut want, mut held) = (Vec::new(), Vec::new());
+        let verified = ctx.peers.verified(&from);
+        for id in ids {
+            if self.held.contains(id) {
+                self.duplicate_offers += 1;
+                self.note_holder(ctx, *id, from);
+                held.push(*id);
+            } else if let Some(t) = self.tombstones.get(id) {
+                if verified {
+                    let ack = t.ack;
+                    self.purge(&ack, vec![from]);
+                }
+            } else if self.config.relay && !self.gone.contains(id) && !self.inbox.contains(id) {
+                want.push(*id);
+            }
+        }
+        (want, held)
+    }
+
+    /// `peer` answered our `Offer` of `id`: send the `Store` if it wants
+    /// it, remember it as a holder if it holds it; otherwise it stays
+    /// tried (it would decline again).
+    pub fn on_offered(&mut self, ctx: &Ctx, peer: Contact, id: MessageId, want: bool, held: bool) {
+        let cap = self.config.max_tracked_peers;
+        let Some(h) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held && !want {
+            h.route.add_holder(peer, cap);
+            self.drop_if_surplus(&id);
+            return;
+        }
+        if !want || !h.route.tried.contains_key(&peer.id) {
+            return;
+        }
+        let hops_left = h.route.hops_left.saturating_sub(1);
+        let (envelope, own) = (h.envelope.clone(), h.own);
+        self.act(Action::Request {
+            to: peer,
+            body: Body::Store {
+                envelope: Box::new(envelope),
+                hops_left,
+            },
+            challenge: !ctx.peers.verified(&peer),
+            purpose: RelayRequest::Store(id),
+            own,
+        });
     }
 
     /// We are the recipient: store the message, then acknowledge it
@@ -1467,6 +1577,7 @@ impl Relay {
                 if let Some(h) = self.held.get_mut(&id) {
                     h.route.add_holder(peer, cap);
                 }
+                self.drop_if_surplus(&id);
             }
             StoreStatus::Delivered(ack) | StoreStatus::Acknowledged(ack) => {
                 // The recipient took it itself: the placement was direct.
@@ -1572,7 +1683,7 @@ impl Relay {
             let in_k =
                 contact.id == r || ctx.peers.closest(&r, k).iter().any(|c| c.id == contact.id);
             if in_k {
-                self.store_to(ctx, id, &[contact]);
+                self.store_to(ctx, id, &[contact], true);
             }
         }
         for id in self.acks.for_sender(&contact.id) {
@@ -1648,6 +1759,17 @@ impl Relay {
     /// `Store`s received for a message this node already held.
     pub fn duplicate_stores(&self) -> u64 {
         self.duplicate_stores
+    }
+
+    /// Ids offered to this node that it already held: each a `Store`
+    /// that the offer saved.
+    pub fn duplicate_offers(&self) -> u64 {
+        self.duplicate_offers
+    }
+
+    /// Copies dropped because `surplus_holders` closer holders were known.
+    pub fn surplus_drops(&self) -> u64 {
+        self.surplus_drops
     }
 
     /// Held messages (including our own undelivered ones).

@@ -143,6 +143,15 @@ impl Route {
             .collect()
     }
 
+    /// Known holders strictly closer to the target than `me`.
+    pub(crate) fn closer_holders(&self, me: &Address) -> usize {
+        let mine = me.distance(&self.target);
+        self.holders
+            .keys()
+            .filter(|h| h.distance(&self.target) < mine)
+            .count()
+    }
+
     /// The farthest known holder's distance to the target.
     pub(crate) fn farthest_holder(&self) -> Option<Distance> {
         self.holders.keys().map(|h| h.distance(&self.target)).max()

@@ -154,6 +154,30 @@ impl H {
         std::mem::take(&mut self.actions)
     }
 
+    /// As [`H::take`], every `Offer` answered "want" by its peer: the
+    /// offer is replaced by the `Store` that follows it.
+    fn take_accepting(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        for a in self.take() {
+            match a {
+                Action::Request {
+                    to,
+                    purpose: RelayRequest::Offer(id),
+                    ..
+                } => out.extend(self.run(|r, ctx| {
+                    r.on_offered(ctx, to, id, true, false);
+                    let mut v = Vec::new();
+                    while let Some(a) = r.poll_action() {
+                        v.push(a);
+                    }
+                    v
+                })),
+                a => out.push(a),
+            }
+        }
+        out
+    }
+
     fn advance(&mut self, d: Duration) {
         self.now += d;
         self.wall_ms += d.as_millis() as u64;
@@ -181,6 +205,20 @@ fn stores(actions: &[Action]) -> Vec<(Address, u32, bool)> {
                 challenge,
                 ..
             } => Some((to.id, *hops_left, *challenge)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn offers(actions: &[Action]) -> Vec<(Address, Vec<MessageId>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request {
+                to,
+                body: Body::Offer { ids },
+                ..
+            } => Some((to.id, ids.clone())),
             _ => None,
         })
         .collect()
@@ -253,7 +291,7 @@ fn a_valid_store_is_held_and_relayed_at_once_only_inwards() {
     let from = contact(near(h.addr(), 0xee), 200);
     assert_eq!(h.store(from, &e, 3), StoreStatus::Held);
     assert!(h.relay.holds(&e.id()));
-    let sent = stores(&h.take());
+    let sent = stores(&h.take_accepting());
     let ids: BTreeSet<Address> = sent.iter().map(|s| s.0).collect();
     assert_eq!(ids, inside.iter().map(|c| c.id).collect());
     assert!(
@@ -341,7 +379,11 @@ fn the_budget_caps_transmissions_but_a_spent_copy_still_reaches_its_recipient() 
         ..Config::default()
     };
     let (mut h, e, _) = holding(config, 8);
-    assert_eq!(stores(&h.take()).len(), 3, "only the budget's worth");
+    assert_eq!(
+        stores(&h.take_accepting()).len(),
+        3,
+        "only the budget's worth"
+    );
     let key = RouteKey {
         id: e.id(),
         ack: false,
@@ -356,7 +398,11 @@ fn the_budget_caps_transmissions_but_a_spent_copy_still_reaches_its_recipient() 
     let recipient = contact(e.recipient(), 61);
     h.peers.contacts.push(recipient);
     h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
-    assert_eq!(stores(&h.take()), vec![(recipient.id, 0, true)], "free");
+    assert_eq!(
+        stores(&h.take_accepting()),
+        vec![(recipient.id, 0, true)],
+        "free"
+    );
 }
 
 #[test]
@@ -402,15 +448,15 @@ fn a_newcomer_gets_what_is_addressed_to_it_and_copies_it_is_closer_for() {
     let newcomer = contact(near(e.recipient(), 0x40), 60);
     h.peers.contacts.push(newcomer);
     h.run(|r, ctx| r.contact_appeared(ctx, newcomer, false));
-    assert_eq!(stores(&h.take()), vec![(newcomer.id, 2, false)]);
+    assert_eq!(stores(&h.take_accepting()), vec![(newcomer.id, 2, false)]);
     // The recipient itself gets it with hops 0.
     let recipient = contact(e.recipient(), 61);
     h.peers.contacts.push(recipient);
     h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
-    assert_eq!(stores(&h.take()), vec![(recipient.id, 0, true)]);
+    assert_eq!(stores(&h.take_accepting()), vec![(recipient.id, 0, true)]);
     // Offered again: already tried, nothing more.
     h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
-    assert!(stores(&h.take()).is_empty());
+    assert!(stores(&h.take_accepting()).is_empty());
 }
 
 #[test]
@@ -487,7 +533,7 @@ fn a_genuine_ack_purges_the_copy_along_the_paths_it_took() {
     let e = envelope(to, "real");
     let bearer = contact(near(h.addr(), 0xee), 200);
     assert_eq!(h.store(bearer, &e, 3), StoreStatus::Held);
-    assert_eq!(stores(&h.take()).len(), 3);
+    assert_eq!(stores(&h.take_accepting()).len(), 3);
     let ack = Ack::sign(&recipient, &e);
     assert!(h.run(|r, ctx| r.on_ack(ctx, Some(ns[0]), ack, 0)));
     let purged: BTreeSet<(Address, u32)> = acks(&h.take()).into_iter().collect();
@@ -887,13 +933,16 @@ fn busy_and_failed_peers_are_tried_again_at_the_next_attempt() {
         "busy is free, a timeout is not"
     );
     h.run(|r, ctx| r.on_timer(ctx, RouteKey { id, ack: false }));
-    let again: BTreeSet<Address> = stores(&h.take()).into_iter().map(|s| s.0).collect();
+    let again: BTreeSet<Address> = stores(&h.take_accepting())
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
     assert_eq!(again, ns.iter().map(|c| c.id).collect());
     // A refusal is final.
     h.run(|r, ctx| r.on_stored(ctx, ns[0], id, StoreStatus::Refused));
     h.run(|r, ctx| r.on_stored(ctx, ns[1], id, StoreStatus::Held));
     h.run(|r, ctx| r.on_timer(ctx, RouteKey { id, ack: false }));
-    assert!(stores(&h.take()).is_empty());
+    assert!(stores(&h.take_accepting()).is_empty());
 }
 
 #[test]
@@ -1424,4 +1473,139 @@ fn sent_with_no_contact_at_all_says_so() {
         ),
         "{ev:?}"
     );
+}
+
+#[test]
+fn relays_offer_ids_before_bodies_and_learn_holders_from_the_answers() {
+    let (mut h, e, ns) = holding(Config::default(), 3);
+    let id = e.id();
+    // The instant fan-out of a relay: ids only, to each of the three.
+    let actions = h.take();
+    assert!(stores(&actions).is_empty(), "no body before an answer");
+    let offered: Vec<Address> = offers(&actions).into_iter().map(|o| o.0).collect();
+    assert_eq!(offered, ns.iter().map(|c| c.id).collect::<Vec<_>>());
+    assert!(offers(&actions).iter().all(|o| o.1 == vec![id]));
+    // One wants it: its Store follows, with the hops a Store would carry.
+    h.run(|r, ctx| r.on_offered(ctx, ns[0], id, true, false));
+    assert_eq!(stores(&h.take()), vec![(ns[0].id, 2, false)]);
+    // One holds it already: a holder learned, no Store.
+    h.run(|r, ctx| r.on_offered(ctx, ns[1], id, false, true));
+    assert!(stores(&h.take()).is_empty());
+    assert!(h
+        .relay
+        .held
+        .get(&id)
+        .unwrap()
+        .route
+        .holders
+        .contains_key(&ns[1].id));
+    // One leaves the offer unanswered: the next attempt sends the Store
+    // itself (it may be a node that does not know Offer).
+    h.run(|r, _| r.store_failed(&ns[2].id, id, false));
+    let key = RouteKey { id, ack: false };
+    h.run(|r, ctx| r.on_timer(ctx, key));
+    let actions = h.take();
+    assert_eq!(stores(&actions), vec![(ns[2].id, 2, false)]);
+    assert!(offers(&actions).is_empty(), "the others were answered");
+    // A holder that appears again is offered nothing.
+    h.run(|r, ctx| r.contact_appeared(ctx, ns[1], false));
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn the_sender_and_the_recipient_get_bodies_without_an_offer() {
+    let mut h = H::new(Config::default());
+    let to = far_identity(h.addr()).address();
+    let ns = h.neighbours(to, 3);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"first")))
+        .unwrap();
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    let actions = h.take();
+    assert_eq!(stores(&actions).len(), 3, "first round: bodies at once");
+    assert!(offers(&actions).is_empty());
+    let recipient = contact(to, 61);
+    h.peers.contacts.push(recipient);
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    let actions = h.take();
+    assert_eq!(stores(&actions), vec![(to, 0, true)]);
+    assert!(offers(&actions).is_empty());
+    assert!(h.relay.holds(&id) || h.relay.outbox_state(&id).is_some());
+}
+
+#[test]
+fn an_offer_is_answered_with_what_is_wanted_held_or_acknowledged() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let to = recipient.address();
+    h.neighbours(to, 2);
+    let bearer = contact(near(h.addr(), 0xee), 200);
+    let (held, acked, fresh) = (
+        envelope(to, "held"),
+        envelope(to, "acked"),
+        envelope(to, "fresh"),
+    );
+    assert_eq!(h.store(bearer, &held, 3), StoreStatus::Held);
+    assert_eq!(h.store(bearer, &acked, 3), StoreStatus::Held);
+    let ack = Ack::sign(&recipient, &acked);
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(bearer), ack, 0)));
+    h.take();
+    let offerer = contact(near(h.addr(), 0xaa), 150);
+    let ids = [held.id(), acked.id(), fresh.id()];
+    let (want, has) = h.run(|r, ctx| r.on_offer(ctx, offerer, &ids));
+    assert_eq!(want, vec![fresh.id()]);
+    assert_eq!(has, vec![held.id()]);
+    assert_eq!(h.relay.duplicate_offers(), 1);
+    // The offerer of a held copy is a holder now; the acknowledged one's
+    // offerer gets the ack, purge only.
+    let route = &h.relay.held.get(&held.id()).unwrap().route;
+    assert!(route.holders.contains_key(&offerer.id));
+    assert_eq!(acks(&h.take()), vec![(offerer.id, 0)]);
+    // An unverified offerer learns nothing it could not claim itself.
+    h.peers.unverified.insert(offerer.id);
+    let (_, has) = h.run(|r, ctx| r.on_offer(ctx, offerer, &ids));
+    assert_eq!(has, vec![held.id()]);
+    assert!(acks(&h.take()).is_empty());
+}
+
+#[test]
+fn a_relay_drops_its_copy_once_enough_closer_holders_are_known() {
+    let mut h = H::new(Config::default());
+    let to = far_from(h.addr());
+    let ns = h.neighbours(to, 8);
+    let e = envelope(to, "hello");
+    let id = e.id();
+    // The bearer is farther from the recipient than we are.
+    let mut outer = h.addr();
+    outer.0[0] ^= 0x40;
+    assert_eq!(h.store(contact(outer, 200), &e, 3), StoreStatus::Held);
+    h.take();
+    for (i, c) in ns.iter().enumerate() {
+        assert!(h.relay.holds(&id), "{i} closer holders known");
+        h.run(|r, ctx| r.on_stored(ctx, *c, id, StoreStatus::Held));
+    }
+    assert!(!h.relay.holds(&id), "8 closer holders: ours is surplus");
+    assert_eq!(h.relay.surplus_drops(), 1);
+    assert!(h
+        .take()
+        .contains(&Action::Cancel(RouteKey { id, ack: false })));
+    // Not taken back when offered again.
+    let (want, held) = h.run(|r, ctx| r.on_offer(ctx, ns[0], &[id]));
+    assert!(want.is_empty() && held.is_empty());
+}
+
+#[test]
+fn a_sender_keeps_its_own_copy_however_many_hold_it() {
+    let mut h = H::new(Config::default());
+    let to = far_identity(h.addr()).address();
+    let ns = h.neighbours(to, 8);
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"mine")))
+        .unwrap();
+    h.run(|r, ctx| r.lookup_done(ctx, to, &ns));
+    for c in &ns {
+        h.run(|r, ctx| r.on_stored(ctx, *c, id, StoreStatus::Held));
+    }
+    assert!(h.relay.holds(&id));
+    assert_eq!(h.relay.surplus_drops(), 0);
 }

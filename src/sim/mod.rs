@@ -70,6 +70,8 @@ pub struct SimStats {
     pub retired_acks: u64,
     /// `Store`s that found the copy already held, at nodes since restarted.
     pub retired_duplicates: u64,
+    /// `Offer` requests sent by nodes since relaunched.
+    pub retired_offers: u64,
     /// Actions that reached a node (datagrams handed to an online node and
     /// timers fired): the simulator's unit of work.
     pub events: u64,
@@ -311,6 +313,7 @@ impl Sim {
         node.set_local_addr(n.addr);
         self.stats.retired_stores += n.node.stats().stores_sent;
         self.stats.retired_acks += n.node.stats().acks_sent;
+        self.stats.retired_offers += n.node.stats().offers_sent;
         self.stats.retired_duplicates += n.node.relay().duplicate_stores();
         let snapshot = n.store.load().unwrap_or_default();
         let contacts = node.restore(now, wall, &snapshot);
@@ -339,6 +342,17 @@ impl Sim {
             acks += n.node.stats().acks_sent;
         }
         (stores, acks)
+    }
+
+    /// `Offer` requests sent by every node so far, restarts included:
+    /// datagrams of ids only, each answered before any `Store` follows.
+    pub fn offers(&self) -> u64 {
+        self.stats.retired_offers
+            + self
+                .nodes
+                .iter()
+                .map(|n| n.node.stats().offers_sent)
+                .sum::<u64>()
     }
 
     /// `Store`s that reached a node already holding the copy, restarts
@@ -584,7 +598,7 @@ impl Sim {
         };
         match &mut p.body {
             // Never pass anything on, never purge.
-            Body::Store { .. } | Body::Acknowledge { .. } => None,
+            Body::Store { .. } | Body::Acknowledge { .. } | Body::Offer { .. } => None,
             // Only attackers are worth knowing (the proof signs the
             // challenge, not the answer, so it stays valid).
             Body::Nodes { contacts } if !contacts.is_empty() => {

@@ -44,6 +44,11 @@ pub const TOKEN_LEN: usize = 16;
 /// may be smaller, never larger: receivers reject longer replies.
 pub const MAX_CONTACTS: usize = 8;
 
+/// Most message ids one `Offer` may carry, and one `Offered` may list in
+/// `want` and `held` together: 32 × 22 bytes keeps either well inside
+/// [`MAX_DATAGRAM`].
+pub const MAX_OFFER_IDS: usize = 32;
+
 /// Generated prost types for `proto/comm.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
@@ -147,6 +152,18 @@ pub enum Body {
         /// Whether it is kept.
         stored: bool,
     },
+    /// Would you take these messages? Ids only, before any body (request).
+    Offer {
+        /// 1 to [`MAX_OFFER_IDS`] distinct message ids.
+        ids: Vec<MessageId>,
+    },
+    /// Answer to `Offer`.
+    Offered {
+        /// Ids to send as `Store`.
+        want: Vec<MessageId>,
+        /// Ids the responder holds already.
+        held: Vec<MessageId>,
+    },
 }
 
 /// What a node did with a `Store`.
@@ -176,6 +193,7 @@ impl Body {
                 | Body::Pull
                 | Body::FindRecord { .. }
                 | Body::PutRecord { .. }
+                | Body::Offer { .. }
         )
     }
 
@@ -196,6 +214,8 @@ impl Body {
             Body::Record { .. } => "record",
             Body::PutRecord { .. } => "put_record",
             Body::RecordStored { .. } => "record_stored",
+            Body::Offer { .. } => "offer",
+            Body::Offered { .. } => "offered",
         }
     }
 }
@@ -283,6 +303,10 @@ pub enum WireError {
     /// A write token that is not 16 bytes.
     #[error("token is {0} bytes, expected {TOKEN_LEN}")]
     TokenLength(usize),
+    /// An `Offer` with no id, or an `Offer` or `Offered` with more than
+    /// [`MAX_OFFER_IDS`] ids or one id twice.
+    #[error("bad offer: {0}")]
+    BadOffer(&'static str),
 }
 
 impl WireError {
@@ -307,6 +331,7 @@ impl WireError {
             WireError::BadStatus => DropReason::BadStatus,
             WireError::Missing(_) => DropReason::MissingField,
             WireError::TokenLength(_) => DropReason::BadToken,
+            WireError::BadOffer(_) => DropReason::BadOffer,
         }
     }
 }
@@ -713,6 +738,29 @@ fn status_from_proto(
     }
 }
 
+/// The ids of an `Offer` or an `Offered`: the count checked first (at most
+/// [`MAX_OFFER_IDS`] in all), then each id's length, then repeats.
+fn offer_ids(lists: &[&[Bytes]]) -> Result<Vec<Vec<MessageId>>, WireError> {
+    let total: usize = lists.iter().map(|l| l.len()).sum();
+    if total > MAX_OFFER_IDS {
+        return Err(WireError::BadOffer("too many ids"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(lists.len());
+    for list in lists {
+        let mut ids = Vec::with_capacity(list.len());
+        for raw in list.iter() {
+            let id = message_id(raw)?;
+            if !seen.insert(id) {
+                return Err(WireError::BadOffer("repeated id"));
+            }
+            ids.push(id);
+        }
+        out.push(ids);
+    }
+    Ok(out)
+}
+
 fn packet_from_proto(raw: proto::Packet) -> Result<Packet, WireError> {
     use proto::packet::Body as B;
     if raw.version != PROTOCOL_VERSION {
@@ -786,6 +834,22 @@ fn packet_from_proto(raw: proto::Packet) -> Result<Packet, WireError> {
             token: token(&p.token)?,
         },
         B::RecordStored(r) => Body::RecordStored { stored: r.stored },
+        B::Offer(o) => {
+            if o.ids.is_empty() {
+                return Err(WireError::BadOffer("no ids"));
+            }
+            let mut lists = offer_ids(&[&o.ids])?;
+            Body::Offer {
+                ids: lists.pop().unwrap_or_default(),
+            }
+        }
+        B::Offered(o) => {
+            let mut lists = offer_ids(&[&o.want, &o.held])?.into_iter();
+            Body::Offered {
+                want: lists.next().unwrap_or_default(),
+                held: lists.next().unwrap_or_default(),
+            }
+        }
         B::Ping(_) => Body::Ping,
         B::Pong(p) => Body::Pong {
             observed: p.observed.map(SocketAddr::try_from).transpose()?,
@@ -887,6 +951,19 @@ fn packet_to_proto(p: &Packet) -> proto::Packet {
             token: Bytes::copy_from_slice(token),
         }),
         Body::RecordStored { stored } => B::RecordStored(proto::RecordStored { stored: *stored }),
+        Body::Offer { ids } => B::Offer(proto::Offer {
+            ids: ids.iter().map(|id| Bytes::copy_from_slice(&id.0)).collect(),
+        }),
+        Body::Offered { want, held } => B::Offered(proto::Offered {
+            want: want
+                .iter()
+                .map(|id| Bytes::copy_from_slice(&id.0))
+                .collect(),
+            held: held
+                .iter()
+                .map(|id| Bytes::copy_from_slice(&id.0))
+                .collect(),
+        }),
         Body::Ping => B::Ping(proto::Ping {}),
         Body::Pong { observed } => B::Pong(proto::Pong {
             observed: observed.as_ref().map(endpoint),
@@ -994,7 +1071,73 @@ mod tests {
                 token: [1; TOKEN_LEN],
             },
             Body::RecordStored { stored: true },
+            Body::Offer {
+                ids: offer_sample(MAX_OFFER_IDS),
+            },
+            Body::Offered {
+                want: offer_sample(MAX_OFFER_IDS / 2),
+                held: offer_sample(MAX_OFFER_IDS)[MAX_OFFER_IDS / 2..].to_vec(),
+            },
+            Body::Offered {
+                want: vec![],
+                held: vec![],
+            },
         ]
+    }
+
+    fn offer_sample(n: usize) -> Vec<MessageId> {
+        (0..n).map(|i| MessageId([i as u8; 20])).collect()
+    }
+
+    fn raw_packet(body: proto::packet::Body) -> Vec<u8> {
+        proto::Packet {
+            version: PROTOCOL_VERSION,
+            sender: Bytes::from_static(&[1; 20]),
+            txid: 1,
+            challenge: Bytes::new(),
+            proof: None,
+            padding: Bytes::new(),
+            body: Some(body),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn rejects_bad_offers() {
+        use proto::packet::Body as B;
+        let id = |b: u8| Bytes::from(vec![b; 20]);
+        let offer = |ids: Vec<Bytes>| raw_packet(B::Offer(proto::Offer { ids }));
+        let offered = |want: Vec<Bytes>, held: Vec<Bytes>| {
+            raw_packet(B::Offered(proto::Offered { want, held }))
+        };
+        let bad = |what| Err(WireError::BadOffer(what));
+        assert_eq!(decode(&offer(vec![])), bad("no ids"));
+        let many: Vec<Bytes> = (0..=MAX_OFFER_IDS as u8).map(id).collect();
+        assert_eq!(decode(&offer(many.clone())), bad("too many ids"));
+        assert_eq!(
+            decode(&offer(vec![id(1), id(2), id(1)])),
+            bad("repeated id")
+        );
+        assert_eq!(
+            decode(&offer(vec![Bytes::from_static(&[1; 19])])),
+            Err(WireError::IdLength {
+                field: "message id",
+                len: 19
+            })
+        );
+        // The cap holds for want and held together, and an id is in one.
+        let (want, held) = many.split_at(MAX_OFFER_IDS / 2);
+        assert_eq!(
+            decode(&offered(want.to_vec(), held.to_vec())),
+            bad("too many ids")
+        );
+        assert_eq!(
+            decode(&offered(vec![id(3)], vec![id(3)])),
+            bad("repeated id")
+        );
+        for e in [bad("no ids"), bad("repeated id")] {
+            assert_eq!(e.unwrap_err().kind(), DropReason::BadOffer);
+        }
     }
 
     fn big_envelope() -> Envelope {

@@ -281,6 +281,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
     let start_events = sim.stats().events;
     let (stores0, acks0) = sim.transfers();
     let dup0 = sim.duplicate_stores();
+    let offers0 = sim.offers();
     let end_ms = (p.hours * 3_600_000.0) as u64;
     // Counting copies asks every node about every message: once a virtual
     // minute per 2,000 nodes (five minutes at 10,000), so peaks between two
@@ -429,6 +430,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
     let (stores, acks) = sim.transfers();
     let (stores, acks) = (stores - stores0, acks - acks0);
     let duplicates = sim.duplicate_stores() - dup0;
+    let offers = sim.offers() - offers0;
     let workload_events = sim.stats().events - start_events;
 
     // What comm did.
@@ -536,6 +538,10 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
                 "{duplicates} ({:.0}%)",
                 100.0 * duplicates as f64 / stores.max(1) as f64
             ),
+        ),
+        (
+            "offers (ids only, ~70 bytes; a `Store` follows only if wanted)",
+            offers.to_string(),
         ),
         ("ack transfers", acks.to_string()),
         (
