@@ -458,8 +458,9 @@ pub fn human(o: &Output, s: &mut Session, now_ms: u64) -> String {
                 ),
                 (false, 0) => format!("{head}: no relay took it yet; retrying until {until}"),
                 (false, n) => format!(
-                    "{head}: recipient offline; on {} that keep offering it until {until} (/cancel {} withdraws it)",
+                    "{head}: recipient offline; on {} that {} offering it until {until} (/cancel {} withdraws it)",
                     plural(*n, "relay"),
+                    if *n == 1 { "keeps" } else { "keep" },
                     short_id(id)
                 ),
             })
