@@ -217,9 +217,14 @@ fn a_person_chats_by_name_in_a_terminal() {
     assert_eq!(msg["text"], "pasted one\npasted two");
     let at = t.wait_for(at, "delivered");
 
+    // Two lines pasted in one write (no bracketed paste) are two messages.
+    t.paste("alice line A\ralice line B\r");
+    assert_eq!(alice.wait_event("message")["text"], "line A");
+    assert_eq!(alice.wait_event("message")["text"], "line B");
+
     // The conversation is there, in order, with states.
     t.paste("/history alice\r");
-    let h = t.wait_for(at, "conversation with alice (6 messages)");
+    let h = t.wait_for(at, "conversation with alice (8 messages)");
     let screen = t.screen();
     let view = &screen[h..];
     let order = [

@@ -387,6 +387,7 @@ mod tests {
             ),
             ("/history bob", "no contact named bob"),
             ("/lookup @bob", "no contact named bob"),
+            ("/lookup 12345", "an address is 40 hex characters, got 5"),
             (
                 "/reply hi",
                 "nobody has written to you since the node started; /reply answers the last sender",

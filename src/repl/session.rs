@@ -95,6 +95,14 @@ impl Session {
                 address: Address::of_key(k.as_bytes()),
                 key: Some(*k),
             }),
+            // Hex digits that name nobody were meant as an address.
+            Target::Name(n)
+                if self.book.get(n).is_none() && n.chars().all(|c| c.is_ascii_hexdigit()) =>
+            {
+                Err(InputError::BadAddress(
+                    crate::address::AddressError::Length(n.len()),
+                ))
+            }
             Target::Name(n) => self
                 .book
                 .get(n)
