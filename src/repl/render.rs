@@ -77,13 +77,7 @@ pub fn plural(n: usize, word: &str) -> String {
 }
 
 fn ago(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=172_799 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
+    format!("{} ago", span(d))
 }
 
 fn local(ms: u64) -> Option<chrono::DateTime<chrono::Local>> {
