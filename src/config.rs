@@ -102,6 +102,20 @@ pub struct Config {
     /// Candidates a lookup remembers. Default 64 (8k): far ones beyond this
     /// cannot enter the k closest unless many nearer ones fail.
     pub lookup_candidates: usize,
+    /// Side queries a lookup may send. Default 2. When the k closest
+    /// candidates not known to be dead have answered but dead ones were
+    /// among the nearer candidates, every answer for the target spends
+    /// places on those dead contacts and leaves out live ones just past
+    /// them. A side query asks one answered candidate for the target with
+    /// one bit flipped: the bit that starts the subtree (bucket of the
+    /// distance to the target) of the k-th closest answered, then of the
+    /// nearest subtree holding a dead candidate; within a subtree the order
+    /// by distance is the same for both targets, so the answer lists that
+    /// subtree's next contacts. Issue #9, 1,000 nodes with 30% silently
+    /// gone: 0 gives recall 0.895 at 15.5 RPCs, 1 gives 0.953 at 17.3,
+    /// 2 gives 0.988 at 18.6, 3 gives 0.992 at 19.3. Healthy lookups never
+    /// send one; 0 turns them off.
+    pub lookup_widen: usize,
     /// How long a finished relay lookup's result is reused for further
     /// messages to (or acks for) the same address. Default 30 s: a burst of
     /// messages to one person costs one lookup.
@@ -287,6 +301,7 @@ impl Default for Config {
             late_answers: 256,
             max_lookups: NonZeroUsize::new(32).unwrap_or(NonZeroUsize::MIN),
             lookup_candidates: 64,
+            lookup_widen: 2,
             lookup_cache_ttl: Duration::from_secs(30),
             lookup_cache: 64,
             max_failures: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),

@@ -10,6 +10,12 @@
 //! (as in libp2p-kad): it no longer counts towards the α requests in flight
 //! or towards termination, so one dead peer does not hold a lookup for the
 //! full request timeout, but its answer is still used if it comes late.
+//!
+//! When dead candidates were among the nearer ones, the lookup may send up
+//! to `lookup_widen` *side queries* before it finishes: each asks an
+//! answered candidate for the target with one bit flipped, so that the
+//! answer lists one subtree's contacts past the places the dead ones took
+//! (see [`Lookup::query_target`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -80,6 +86,13 @@ pub struct Lookup {
     rounds: u32,
     /// Steps recorded, and the most kept (`None`: not recording).
     path: Option<(Vec<LookupStep>, usize)>,
+    /// Most side queries this lookup may send (`lookup_widen`).
+    widen_max: usize,
+    /// Subtrees (by bucket index of their distance to the target) asked
+    /// about in side queries so far.
+    widened: Vec<usize>,
+    /// The side query in flight: whom, for which target, at which round.
+    side: Option<(Address, Address, u32)>,
 }
 
 /// Outcome of a finished lookup.
@@ -120,6 +133,9 @@ impl Lookup {
             rpcs: 0,
             rounds: 0,
             path: None,
+            widen_max: 0,
+            widened: Vec::new(),
+            side: None,
         };
         for c in seeds {
             if c.id != me {
@@ -132,6 +148,83 @@ impl Lookup {
     /// The address being looked up.
     pub fn target(&self) -> Address {
         self.target
+    }
+
+    /// Allow up to `n` side queries (see [`Lookup::query_target`]).
+    pub fn widen(&mut self, n: usize) {
+        self.widen_max = n;
+    }
+
+    /// The target to put in the request to `to`: the looked-up address,
+    /// or for a side query the target with the bit flipped that starts the
+    /// subtree holding the k-th closest answered candidate. Among the
+    /// contacts of that subtree the order by distance to either target is
+    /// the same, so the answer lists the responder's best contacts just
+    /// past the k-th, which an answer for the target itself leaves out
+    /// when dead contacts fill its k places.
+    pub fn query_target(&self, to: &Address) -> Address {
+        match self.side {
+            Some((peer, t, _)) if peer == *to => t,
+            _ => self.target,
+        }
+    }
+
+    /// A side query to send now, if one is due: the k closest candidates
+    /// not known to be dead have all answered, but some closer ones failed
+    /// or went unresponsive, and the lookup has side queries left.
+    fn side_query(&self) -> Option<(Contact, Address, u32)> {
+        if self.side.is_some() || self.widened.len() >= self.widen_max {
+            return None;
+        }
+        let mut live = 0;
+        let mut dead = Vec::new();
+        let mut kth = None;
+        for (d, c) in &self.candidates {
+            match c.state {
+                State::Failed | State::Unresponsive => dead.extend(d.bucket_index()),
+                State::Succeeded => {
+                    live += 1;
+                    if live >= self.k {
+                        kth = Some(*d);
+                        break;
+                    }
+                }
+                State::Waiting | State::NotContacted => return None,
+            }
+        }
+        if dead.is_empty() {
+            return None;
+        }
+        // The subtrees that lost places to dead contacts, and the k-th's
+        // own, nearest the k-th first.
+        dead.extend(kth?.bucket_index());
+        let bucket = dead
+            .into_iter()
+            .filter(|b| !self.widened.contains(b))
+            .max()?;
+        let mut side_target = self.target;
+        let byte = crate::address::ADDRESS_LEN - 1 - bucket / 8;
+        side_target.0[byte] ^= 1 << (bucket % 8);
+        // The answered candidate nearest the side target: inside the
+        // subtree it knows that subtree best.
+        let asked = self
+            .candidates
+            .values()
+            .filter(|c| c.state == State::Succeeded)
+            .min_by_key(|c| c.contact.id.distance(&side_target))?;
+        Some((asked.contact, side_target, asked.round + 1))
+    }
+
+    /// The side query to `from` ended (answered or not): free its slot.
+    fn end_side(&mut self, from: &Address) -> Option<u32> {
+        match self.side {
+            Some((peer, _, round)) if peer == *from => {
+                self.side = None;
+                self.in_flight -= 1;
+                Some(round)
+            }
+            _ => None,
+        }
     }
 
     /// Record each request's step, keeping at most `cap` of them.
@@ -164,6 +257,9 @@ impl Lookup {
 
     /// The request to `from` could not be sent: as a failure.
     pub fn on_refused(&mut self, from: &Address) {
+        if self.end_side(from).is_some() {
+            return;
+        }
         if let Some(c) = self.find_mut(from).map(|c| (c.round, c.contact)) {
             self.step(c.0, c.1, StepOutcome::Failed, 0);
         }
@@ -226,6 +322,16 @@ impl Lookup {
             }
             live_seen += 1;
         }
+        if out.is_empty() {
+            if let Some((c, t, round)) = self.side_query() {
+                self.side = Some((c.id, t, round));
+                self.widened.extend(t.distance(&self.target).bucket_index());
+                self.in_flight += 1;
+                self.rpcs += 1;
+                self.rounds = self.rounds.max(round);
+                out.push(c);
+            }
+        }
         out
     }
 
@@ -237,6 +343,12 @@ impl Lookup {
     /// `from` answered with `contacts` (possibly late: after the soft
     /// timeout, or even after its request failed).
     pub fn on_response(&mut self, from: &Address, contacts: &[Contact], me: &Address) {
+        if let Some(round) = self.end_side(from) {
+            for c in contacts.iter().filter(|c| c.id != *me) {
+                self.add(*c, round + 1);
+            }
+            return;
+        }
         let (round, was_waiting, asked) = match self.find_mut(from) {
             Some(c)
                 if matches!(
@@ -271,6 +383,9 @@ impl Lookup {
     /// The request to `from` has not been answered within the soft timeout:
     /// stop waiting for it, but keep its answer if it still comes.
     pub fn on_unresponsive(&mut self, from: &Address) {
+        if self.end_side(from).is_some() {
+            return;
+        }
         if let Some(c) = self.find_mut(from) {
             if c.state == State::Waiting {
                 c.state = State::Unresponsive;
@@ -281,6 +396,9 @@ impl Lookup {
 
     /// The request to `from` failed (timed out after retries, or refused).
     pub fn on_failure(&mut self, from: &Address) {
+        if self.end_side(from).is_some() {
+            return;
+        }
         let asked = self
             .find_mut(from)
             .filter(|c| matches!(c.state, State::Waiting | State::Unresponsive))
@@ -317,7 +435,7 @@ impl Lookup {
             }
             live += 1;
             if live >= self.k {
-                return true;
+                return self.side.is_none() && self.side_query().is_none();
             }
         }
         self.in_flight == 0
@@ -443,6 +561,69 @@ mod tests {
         lookup.on_response(&c(1).id, &[], &ME);
         assert_eq!(lookup.result().closest, vec![c(1), c(3), c(2)]);
         assert_eq!(lookup.in_flight(), 0);
+    }
+
+    #[test]
+    fn side_queries_follow_dead_candidates_only() {
+        // Distances to the target are the first byte: c(1) is in subtree
+        // (bucket) 152, c(3) in 153, c(4) to c(7) in 154.
+        let target = Address([0; 20]);
+        let mut healthy = Lookup::new(target, ME, vec![c(4), c(5)], 2, 3, 16);
+        healthy.widen(2);
+        assert_eq!(healthy.next_queries(), vec![c(4), c(5)]);
+        healthy.on_response(&c(4).id, &[], &ME);
+        healthy.on_response(&c(5).id, &[], &ME);
+        assert!(healthy.is_finished(), "no failure, no side query");
+
+        let mut lookup = Lookup::new(target, ME, vec![c(1), c(4), c(5)], 2, 3, 16);
+        lookup.widen(2);
+        assert_eq!(lookup.next_queries(), vec![c(1), c(4)]);
+        lookup.on_failure(&c(1).id);
+        assert_eq!(lookup.next_queries(), vec![c(5)]);
+        lookup.on_response(&c(4).id, &[], &ME);
+        lookup.on_response(&c(5).id, &[], &ME);
+        assert!(!lookup.is_finished());
+        // First the k-th's subtree (154): asked of the answered candidate
+        // nearest the side target 0x04...
+        assert_eq!(lookup.next_queries(), vec![c(4)]);
+        let mut side = [0u8; 20];
+        side[0] = 4;
+        assert_eq!(lookup.query_target(&c(4).id), Address(side));
+        assert_eq!(lookup.query_target(&c(5).id), target);
+        assert!(!lookup.is_finished());
+        lookup.on_response(&c(4).id, &[c(6), c(7)], &ME);
+        // ...then the subtree of the dead c(1) (152), target 0x01...
+        assert_eq!(lookup.next_queries(), vec![c(5)]);
+        side[0] = 1;
+        assert_eq!(lookup.query_target(&c(5).id), Address(side));
+        lookup.on_response(&c(5).id, &[c(3)], &ME);
+        // ...whose answer brings c(3), asked as usual; then no side query is left.
+        assert_eq!(lookup.next_queries(), vec![c(3)]);
+        assert_eq!(lookup.query_target(&c(3).id), target);
+        lookup.on_response(&c(3).id, &[], &ME);
+        assert!(lookup.is_finished());
+        assert_eq!(lookup.result().closest, vec![c(3), c(4)]);
+        assert_eq!(lookup.result().rpcs, 6);
+        assert_eq!(lookup.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_silent_side_query_frees_its_slot() {
+        let target = Address([0; 20]);
+        let mut lookup = Lookup::new(target, ME, vec![c(1), c(4), c(5)], 2, 3, 16);
+        lookup.widen(1);
+        let _ = lookup.next_queries();
+        lookup.on_failure(&c(1).id);
+        assert_eq!(lookup.next_queries(), vec![c(5)]);
+        lookup.on_response(&c(4).id, &[], &ME);
+        lookup.on_response(&c(5).id, &[], &ME);
+        assert_eq!(lookup.next_queries(), vec![c(4)]);
+        assert_eq!(lookup.in_flight(), 1);
+        lookup.on_unresponsive(&c(4).id);
+        assert_eq!(lookup.in_flight(), 0);
+        assert!(lookup.is_finished());
+        lookup.on_failure(&c(4).id);
+        assert_eq!(lookup.result().closest, vec![c(4), c(5)]);
     }
 
     #[test]

@@ -161,12 +161,11 @@ fn lookups_on_1000_nodes_find_the_true_closest_even_with_30_percent_gone() {
         late2 - late
     );
     assert_eq!(churn.done, LOOKUPS, "every lookup terminates");
-    // 0.899 with one network per simulated node (seed 42); the goal of
-    // 0.98 is not met yet (BENCHMARKS.md says why): this guards against
-    // falling further.
+    // 0.899 before side queries (§9 step 6a), 0.995 with them; the goal is
+    // 0.98, with some room for the seed.
     assert!(
-        churn.recall >= 0.85,
-        "recall {:.3} below 0.85",
+        churn.recall >= 0.97,
+        "recall {:.3} below 0.97",
         churn.recall
     );
 }

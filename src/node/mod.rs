@@ -915,6 +915,7 @@ impl Node {
         let id = self.next_lookup;
         self.next_lookup += 1;
         let mut lookup = lookup;
+        lookup.widen(self.config.lookup_widen);
         if kind == LookupKind::User {
             lookup.record_path(self.config.lookup_path_max);
         }
@@ -971,10 +972,19 @@ impl Node {
             } else {
                 (Body::FindNode { target }, Purpose::FindNode(id))
             };
+            // A side query asks for another target (see `Lookup::query_target`),
+            // always as a FindNode.
+            let queries: Vec<(Contact, Body, Purpose)> = queries
+                .into_iter()
+                .map(|c| match lookup.query_target(&c.id) {
+                    t if t == target => (c, body.clone(), purpose),
+                    t => (c, Body::FindNode { target: t }, Purpose::FindNode(id)),
+                })
+                .collect();
             let mut refused = Vec::new();
-            for c in queries {
+            for (c, body, purpose) in queries {
                 let challenge = self.needs_proof(&c);
-                let sent = self.request(now, c.addr, Some(c.id), body.clone(), challenge, purpose);
+                let sent = self.request(now, c.addr, Some(c.id), body, challenge, purpose);
                 if !sent {
                     refused.push(c.id);
                 }
