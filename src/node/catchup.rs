@@ -5,11 +5,12 @@
 //! as it comes; when it closes they are handed out together, in the order
 //! they were written.
 //!
-//! The window closes when every `Pull` sent while it was open has been
-//! answered (or has failed) and either the largest count a relay reported
-//! has arrived or no message has arrived for `catchup_quiet`; and in any
-//! case `catchup_max` after it opened. Deterministic: it only reads the
-//! times it is given.
+//! The window closes once a `Pull` sent while it was open has been
+//! answered (or all of them failed) and either the largest count a relay
+//! reported has arrived or nothing has arrived for `catchup_quiet`; and in
+//! any case `catchup_max` after it opened. A `Pull` to a contact that has
+//! gone is not waited for: it would hold the messages for a whole request
+//! timeout. Deterministic: it only reads the times it is given.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ struct Window {
     pulls_out: usize,
     /// `Pull`s sent while open.
     pulls_sent: usize,
+    /// `Pull`s answered while open.
+    answered: usize,
     /// Largest count a `Pulled` answer reported (messages and acks).
     expected: u32,
     /// Messages that arrived while open.
@@ -29,6 +32,14 @@ struct Window {
     seen_unshown: usize,
     /// Last pull answer or message arrival (or the opening).
     last_activity: Instant,
+}
+
+impl Window {
+    /// Whether the neighbourhood has been heard: a `Pull` answered, or
+    /// every one failed.
+    fn pulled(&self) -> bool {
+        self.pulls_sent > 0 && (self.answered > 0 || self.pulls_out == 0)
+    }
 }
 
 /// The catch-up window of one node (closed most of the time).
@@ -46,6 +57,7 @@ impl CatchUp {
                 opened: now,
                 pulls_out: 0,
                 pulls_sent: 0,
+                answered: 0,
                 expected: 0,
                 received: 0,
                 seen_unshown: unshown,
@@ -76,6 +88,7 @@ impl CatchUp {
             }
             if let Some(c) = count {
                 w.expected = w.expected.max(c);
+                w.answered += 1;
                 w.last_activity = now;
             }
         }
@@ -100,8 +113,7 @@ impl CatchUp {
         if now >= w.opened + max {
             return true;
         }
-        let pulled = w.pulls_sent > 0 && w.pulls_out == 0;
-        pulled
+        w.pulled()
             && ((w.expected > 0 && w.received >= w.expected as usize)
                 || now >= w.last_activity + quiet)
     }
@@ -110,7 +122,7 @@ impl CatchUp {
     pub(crate) fn deadline(&self, quiet: Duration, max: Duration) -> Option<Instant> {
         let w = self.window.as_ref()?;
         let cap = w.opened + max;
-        Some(if w.pulls_sent > 0 && w.pulls_out == 0 {
+        Some(if w.pulled() {
             cap.min(w.last_activity + quiet)
         } else {
             cap
@@ -144,11 +156,21 @@ mod tests {
         c.pull_sent();
         c.pull_done(ms(100), Some(3), true);
         c.observe(ms(200), 2);
-        assert!(!c.due(ms(5000), Q, M), "a pull is still out");
-        c.pull_done(ms(300), None, true);
         assert!(!c.due(ms(400), Q, M), "2 of 3 arrived, not yet quiet");
+        // The other pull is still out (its contact may be gone): not
+        // waited for once one answered and it is quiet.
+        assert!(c.due(ms(1700), Q, M), "quiet after an answer");
+        c.pull_done(ms(300), None, true);
         c.observe(ms(500), 3);
         assert!(c.due(ms(500), Q, M), "all 3 arrived");
+
+        // Every pull failed: quiet closes it.
+        let mut c = CatchUp::default();
+        c.open(t0, 0);
+        c.pull_sent();
+        assert!(!c.due(ms(5000), Q, M), "the only pull is still out");
+        c.pull_done(ms(6000), None, true);
+        assert!(c.due(ms(6000), Q, M), "nothing to wait for");
 
         let mut c = CatchUp::default();
         c.open(t0, 0);
