@@ -290,12 +290,20 @@ impl Book {
         self.read.get(address).copied().unwrap_or(0)
     }
 
-    /// Mark the conversation with `address` read up to `ms`.
-    pub fn mark_read(&mut self, address: Address, ms: u64) -> Result<(), BookError> {
-        if self.read.get(&address).is_some_and(|&m| m >= ms) {
+    /// Mark the conversations with `addresses` read up to `ms`; the book
+    /// is saved once, and only if a mark moved.
+    pub fn mark_read(&mut self, addresses: &[Address], ms: u64) -> Result<(), BookError> {
+        let mut moved = false;
+        for a in addresses {
+            if self.read.get(a).is_some_and(|&m| m >= ms) {
+                continue;
+            }
+            self.read.insert(*a, ms);
+            moved = true;
+        }
+        if !moved {
             return Ok(());
         }
-        self.read.insert(address, ms);
         while self.read.len() > MAX_READ_MARKS {
             let oldest = self.read.iter().min_by_key(|(_, &m)| m).map(|(a, _)| *a);
             match oldest {
@@ -393,7 +401,7 @@ mod tests {
         let path = dir.path().join("contacts.json");
         let mut b = Book::open(&path).unwrap();
         b.add("Alice", addr(1), None, 5).unwrap();
-        b.mark_read(addr(1), 77).unwrap();
+        b.mark_read(&[addr(1)], 77).unwrap();
         assert!(matches!(
             b.add("alice", addr(2), None, 6),
             Err(BookError::NameTaken { .. })

@@ -228,10 +228,8 @@ pub fn act(line: &str, session: &Shared) -> Result<Act, InputError> {
         Input::Contacts => rendered(render::contacts_view(&s, now)),
         Input::Inbox => {
             let view = render::inbox_view(&s);
-            let peers: Vec<_> = s.log.peers();
-            for p in peers {
-                let _ = s.book.mark_read(p, now);
-            }
+            let peers = s.log.peers();
+            let _ = s.book.mark_read(&peers, now);
             rendered(view)
         }
         Input::Outbox => rendered(render::outbox_view(&s)),
@@ -239,7 +237,7 @@ pub fn act(line: &str, session: &Shared) -> Result<Act, InputError> {
         Input::History(Some(t)) => {
             let with = s.resolve(&t)?.address;
             let view = render::history_view(&s, with);
-            let _ = s.book.mark_read(with, now);
+            let _ = s.book.mark_read(&[with], now);
             rendered(view)
         }
         Input::Cancel(prefix) => {

@@ -795,6 +795,18 @@ pub fn contacts_view(s: &Session, now_ms: u64) -> (String, String) {
 /// Most lines `/inbox`, `/outbox` and `/history NAME` show.
 pub const VIEW_LINES: usize = 30;
 
+/// The newest [`VIEW_LINES`] of `all`, and the words saying so when some
+/// are left out.
+fn newest<'a>(all: &'a [&'a Entry]) -> (&'a [&'a Entry], String) {
+    let shown = &all[all.len().saturating_sub(VIEW_LINES)..];
+    let note = if all.len() > shown.len() {
+        format!(", the last {} shown", shown.len())
+    } else {
+        String::new()
+    };
+    (shown, note)
+}
+
 /// `/inbox`.
 pub fn inbox_view(s: &Session) -> (String, String) {
     let all: Vec<&Entry> = s
@@ -803,16 +815,8 @@ pub fn inbox_view(s: &Session) -> (String, String) {
         .iter()
         .filter(|e| matches!(e.direction, Direction::In { .. }))
         .collect();
-    let shown = &all[all.len().saturating_sub(VIEW_LINES)..];
-    let mut out = format!(
-        "inbox: {} received{}",
-        plural(all.len(), "message"),
-        if all.len() > shown.len() {
-            format!(", the last {} shown", shown.len())
-        } else {
-            String::new()
-        }
-    );
+    let (shown, note) = newest(&all);
+    let mut out = format!("inbox: {} received{note}", plural(all.len(), "message"));
     out.push_str(&conversation(shown, s, true));
     let json = json!({"event": "inbox", "messages": shown.iter().map(|e| entry_json(e, s)).collect::<Vec<_>>()});
     (out, json.to_string())
@@ -826,16 +830,9 @@ pub fn outbox_view(s: &Session) -> (String, String) {
         .iter()
         .filter(|e| matches!(e.direction, Direction::Out { .. }))
         .collect();
-    let open: Vec<&Entry> = sent
+    let (open, done): (Vec<&Entry>, Vec<&Entry>) = sent
         .iter()
-        .copied()
-        .filter(|e| matches!(e.direction, Direction::Out { state, .. } if state.open()))
-        .collect();
-    let done: Vec<&Entry> = sent
-        .iter()
-        .copied()
-        .filter(|e| matches!(e.direction, Direction::Out { state, .. } if !state.open()))
-        .collect();
+        .partition(|e| matches!(e.direction, Direction::Out { state, .. } if state.open()));
     let recent = &done[done.len().saturating_sub(10)..];
     let mut out = format!("outbox: {} on the way", plural(open.len(), "message"));
     if open.is_empty() {
@@ -861,16 +858,14 @@ pub fn history_view(s: &Session, with: Address) -> (String, String) {
         .iter()
         .filter(|e| e.peer() == with)
         .collect();
-    let shown = &all[all.len().saturating_sub(VIEW_LINES)..];
+    let (shown, note) = newest(&all);
     let mut out = format!(
-        "conversation with {} ({})",
+        "conversation with {} ({}){note}",
         s.paint.who(&s.label(&with)),
         plural(all.len(), "message")
     );
     if all.is_empty() {
         out.push_str("\n  (no messages yet)");
-    } else if all.len() > shown.len() {
-        out.push_str(&format!(", the last {} shown", shown.len()));
     }
     out.push_str(&conversation(shown, s, false));
     let json = json!({"event": "history", "with": with.to_string(),

@@ -136,7 +136,7 @@ impl Session {
             } => {
                 let r = self.log.sent(*id, *to, text, *at_ms);
                 // Writing to someone means their messages were read.
-                let _ = self.book.mark_read(*to, now_ms);
+                let _ = self.book.mark_read(&[*to], now_ms);
                 r
             }
             Output::Sent {
