@@ -55,6 +55,8 @@ use peers::{LookupCache, TableView, Unproven, VerifiedCache};
 use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
 use timers::{Timer, TimerTable};
 
+/// Room kept in the drained transmit queue (a receive batch's answers).
+const TRANSMITS_KEPT: usize = 64;
 /// Largest number of undrained transmits or status events kept; beyond it
 /// the newest is dropped and counted (`tx_queue_full`, `event_queue_full`).
 /// Received messages are never dropped: they wait in the inbox.
@@ -453,7 +455,13 @@ impl Node {
 
     /// Next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.transmits.capacity() > TRANSMITS_KEPT {
+            // A burst's queue is given back once drained: thousands of
+            // simulated nodes would otherwise each keep their peak.
+            self.transmits.shrink_to(TRANSMITS_KEPT);
+        }
+        t
     }
 
     /// Next event, if any.

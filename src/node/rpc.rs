@@ -5,7 +5,7 @@
 //! It owns no socket and no clock: the node hands it prepared requests, the
 //! current time, the timer table and a sink for datagrams.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::timers::{Timer, TimerTable};
 use crate::address::Address;
 use crate::config::Config;
+use crate::limits::trim;
 use crate::lookup::LookupId;
 use crate::relay::RelayRequest;
 use crate::wire::CHALLENGE_LEN;
@@ -146,8 +147,12 @@ impl Rtt {
 #[derive(Clone, Debug, Default)]
 struct RecentRtts {
     ring: VecDeque<Duration>,
-    per_peer: BTreeMap<SocketAddr, Duration>,
-    order: VecDeque<SocketAddr>,
+    /// Last round trip per endpoint, direct-mapped: slot `hash % RTT_SLOTS`
+    /// holds `(tag, microseconds)` of the endpoint measured there last, a
+    /// newer endpoint in the same slot replacing it. 8 bytes a slot,
+    /// allocated on the first sample: a node simulated ten thousand times
+    /// over cannot afford a map of every peer it ever timed.
+    per_peer: Option<Box<[(u32, u32); RTT_SLOTS]>>,
 }
 
 /// Round trips kept for the "slowest recent" estimate.
@@ -156,8 +161,27 @@ const RTT_RING: usize = 64;
 /// peer; until then it gets 4 × the slowest, at most half the request
 /// timeout (and half the request timeout before any sample).
 const RTT_TRUSTED: usize = 16;
-/// Peers whose last round trip is remembered.
-const RTT_PEERS: usize = 1024;
+/// Slots of the per-endpoint round-trip memory.
+const RTT_SLOTS: usize = 256;
+
+/// The slot and the tag of endpoint `peer` in the per-endpoint memory. A
+/// fixed mix (the same on every run and machine); the tag is never 0, so
+/// an empty slot matches nothing. Two endpoints sharing slot and tag (one
+/// chance in 2^32 per pair) share an estimate, which only shapes a timer.
+fn rtt_slot(peer: &SocketAddr) -> (usize, u32) {
+    let mut h = u64::from(peer.port()) ^ 0x9E37_79B9_7F4A_7C15;
+    let octets = match peer.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    for half in octets.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(half);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 31;
+    }
+    ((h as usize) % RTT_SLOTS, ((h >> 32) as u32).max(1))
+}
 
 impl RecentRtts {
     fn sample(&mut self, peer: SocketAddr, r: Duration) {
@@ -165,14 +189,17 @@ impl RecentRtts {
             self.ring.pop_front();
         }
         self.ring.push_back(r);
-        if self.per_peer.insert(peer, r).is_none() {
-            self.order.push_back(peer);
-            while self.order.len() > RTT_PEERS {
-                if let Some(old) = self.order.pop_front() {
-                    self.per_peer.remove(&old);
-                }
-            }
-        }
+        let (slot, tag) = rtt_slot(&peer);
+        let micros = u32::try_from(r.as_micros()).unwrap_or(u32::MAX);
+        self.per_peer
+            .get_or_insert_with(|| Box::new([(0, 0); RTT_SLOTS]))[slot] = (tag, micros);
+    }
+
+    /// The last round trip measured to `peer`, if it is still remembered.
+    fn of(&self, peer: &SocketAddr) -> Option<Duration> {
+        let (slot, tag) = rtt_slot(peer);
+        let (t, micros) = self.per_peer.as_ref()?[slot];
+        (t == tag).then(|| Duration::from_micros(u64::from(micros)))
     }
 
     /// The slowest recent round trip, and whether there are enough
@@ -194,15 +221,15 @@ pub(crate) enum Deadline {
 /// The request layer.
 #[derive(Debug)]
 pub(crate) struct Rpcs {
-    open: BTreeMap<TxId, Rpc>,
-    waiting: BTreeMap<TxId, Rpc>,
+    open: HashMap<TxId, Rpc>,
+    waiting: HashMap<TxId, Rpc>,
     /// Waiting requests of the node's own user, then the others'.
     queue: VecDeque<TxId>,
     queue_others: VecDeque<TxId>,
     /// Open requests that serve others.
     open_others: usize,
-    per_endpoint: BTreeMap<SocketAddr, u32>,
-    late: BTreeMap<TxId, (Rpc, Instant)>,
+    per_endpoint: HashMap<SocketAddr, u32>,
+    late: HashMap<TxId, (Rpc, Instant)>,
     late_order: VecDeque<TxId>,
     rtt: Rtt,
     recent: RecentRtts,
@@ -217,13 +244,13 @@ pub(crate) struct Rpcs {
 impl Rpcs {
     pub(crate) fn new(c: &Config) -> Rpcs {
         Rpcs {
-            open: BTreeMap::new(),
-            waiting: BTreeMap::new(),
+            open: HashMap::new(),
+            waiting: HashMap::new(),
             queue: VecDeque::new(),
             queue_others: VecDeque::new(),
             open_others: 0,
-            per_endpoint: BTreeMap::new(),
-            late: BTreeMap::new(),
+            per_endpoint: HashMap::new(),
+            late: HashMap::new(),
             late_order: VecDeque::new(),
             rtt: Rtt::default(),
             recent: RecentRtts::default(),
@@ -272,9 +299,9 @@ impl Rpcs {
     /// times the slowest but at most half the request timeout; never below
     /// `soft_timeout_min`, never past the request timeout.
     pub(crate) fn soft_timeout(&self, peer: &SocketAddr) -> Duration {
-        let guess = match (self.recent.per_peer.get(peer), self.recent.slowest()) {
+        let guess = match (self.recent.of(peer), self.recent.slowest()) {
             (Some(own), _) => {
-                (*own * 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
+                (own * 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
             }
             (None, Some((slowest, true))) => {
                 (slowest * 3 / 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
@@ -364,6 +391,7 @@ impl Rpcs {
                 return;
             };
             if let Some(rpc) = self.waiting.remove(&txid) {
+                trim(&mut self.waiting);
                 self.send(now, txid, rpc, timers, sink);
             }
         }
@@ -374,6 +402,7 @@ impl Rpcs {
             *n -= 1;
             if *n == 0 {
                 self.per_endpoint.remove(addr);
+                trim(&mut self.per_endpoint);
             }
         }
     }
@@ -403,6 +432,7 @@ impl Rpcs {
             return Some(rpc);
         }
         let mut rpc = self.open.remove(&txid)?;
+        trim(&mut self.open);
         if !rpc.own {
             self.open_others -= 1;
         }
@@ -436,6 +466,7 @@ impl Rpcs {
             return Some(Deadline::Retransmitted);
         }
         let rpc = self.open.remove(&txid)?;
+        trim(&mut self.open);
         if !rpc.own {
             self.open_others -= 1;
         }
@@ -452,6 +483,7 @@ impl Rpcs {
                 self.late_order.pop_front();
                 self.late.remove(&old);
             }
+            trim(&mut self.late);
             // The payload is not sent again: keep only what matches an answer.
             let mut kept = rpc.clone();
             kept.payload = Bytes::new();

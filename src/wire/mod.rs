@@ -428,8 +428,33 @@ fn contact_len(c: &Contact) -> usize {
     field_len(c.id.0.len()) + field_len(endpoint_len(&c.addr))
 }
 
+/// Encoded length of `contacts` as a repeated `Contact` field 1 (the body of
+/// `Nodes` and of the routing-table snapshot record).
+pub(crate) fn contacts_len(contacts: &[Contact]) -> usize {
+    contacts.iter().map(|c| field_len(contact_len(c))).sum()
+}
+
+/// Write `contacts` as a repeated `Contact` field 1, as prost would.
+pub(crate) fn put_contacts(out: &mut Vec<u8>, contacts: &[Contact]) {
+    for c in contacts {
+        out.push(tag(1, LEN));
+        put_varint(out, contact_len(c) as u64);
+        put_bytes(out, 1, &c.id.0);
+        out.push(tag(2, LEN));
+        put_varint(out, endpoint_len(&c.addr) as u64);
+        match c.addr.ip() {
+            IpAddr::V4(v4) => put_bytes(out, 1, &v4.octets()),
+            IpAddr::V6(v6) => put_bytes(out, 1, &v6.octets()),
+        }
+        if c.addr.port() != 0 {
+            out.push(tag(2, VARINT));
+            put_varint(out, u64::from(c.addr.port()));
+        }
+    }
+}
+
 fn encode_nodes(p: &Packet, contacts: &[Contact]) -> Bytes {
-    let nodes_len: usize = contacts.iter().map(|c| field_len(contact_len(c))).sum();
+    let nodes_len = contacts_len(contacts);
     let proof_len = field_len(32) + field_len(64);
     let mut total = 2 + field_len(p.sender.0.len());
     if p.txid != 0 {
@@ -456,21 +481,7 @@ fn encode_nodes(p: &Packet, contacts: &[Contact]) -> Bytes {
     }
     out.push(tag(13, LEN));
     put_varint(&mut out, nodes_len as u64);
-    for c in contacts {
-        out.push(tag(1, LEN));
-        put_varint(&mut out, contact_len(c) as u64);
-        put_bytes(&mut out, 1, &c.id.0);
-        out.push(tag(2, LEN));
-        put_varint(&mut out, endpoint_len(&c.addr) as u64);
-        match c.addr.ip() {
-            IpAddr::V4(v4) => put_bytes(&mut out, 1, &v4.octets()),
-            IpAddr::V6(v6) => put_bytes(&mut out, 1, &v6.octets()),
-        }
-        if c.addr.port() != 0 {
-            out.push(tag(2, VARINT));
-            put_varint(&mut out, u64::from(c.addr.port()));
-        }
-    }
+    put_contacts(&mut out, contacts);
     debug_assert_eq!(out.len(), total);
     Bytes::from(out)
 }
