@@ -15,7 +15,7 @@ use std::time::Instant;
 /// simulator runs thousands of nodes. Halving at a quarter keeps the
 /// amortised cost constant.
 pub(crate) fn trim<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 32 && map.len() * 4 < map.capacity() {
+    if map.capacity() > 8 && map.len() * 4 < map.capacity() {
         map.shrink_to(map.len() * 2);
     }
 }

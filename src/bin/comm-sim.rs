@@ -12,12 +12,67 @@
 //! current directory); progress goes to stderr. The last line is the trace
 //! hash: the same arguments give the same hash on any machine.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser;
 use comm::sim::report::svg;
 use comm::sim::scenario::{self, Churn, Params};
+
+/// The system allocator, counting the bytes allocated and not yet freed,
+/// so that the report can tell the nodes' memory from what the allocator
+/// holds in reserve (resident size counts both).
+struct Counting;
+
+static IN_USE: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed unchanged to `System`, which upholds the
+// `GlobalAlloc` contract; the counter is only arithmetic on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            IN_USE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        IN_USE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            IN_USE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from this allocator with `layout`; the rest
+        // of the caller's contract is passed on.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            IN_USE.fetch_add(new_size as u64, Ordering::Relaxed);
+            IN_USE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap_in_use() -> u64 {
+    IN_USE.load(Ordering::Relaxed)
+}
 
 /// Simulate a comm network on virtual time.
 #[derive(Parser, Debug)]
@@ -65,6 +120,7 @@ fn main() -> ExitCode {
         dead: args.dead,
         churn: args.churn,
         real_crypto: args.real_crypto,
+        heap_in_use: Some(heap_in_use),
     };
     let mut progress = |line: &str| eprintln!("  {line}");
     let report = match scenario::run(&args.scenario, &params, &mut progress) {

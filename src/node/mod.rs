@@ -56,7 +56,7 @@ use rpc::{Deadline, Purpose, Rpc, Rpcs, TxId};
 use timers::{Timer, TimerTable};
 
 /// Room kept in the drained transmit queue (a receive batch's answers).
-const TRANSMITS_KEPT: usize = 64;
+const TRANSMITS_KEPT: usize = 8;
 /// Largest number of undrained transmits or status events kept; beyond it
 /// the newest is dropped and counted (`tx_queue_full`, `event_queue_full`).
 /// Received messages are never dropped: they wait in the inbox.

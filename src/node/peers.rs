@@ -2,11 +2,12 @@
 //! proved their key but found no slot, recent lookup results, and the view
 //! of both that the relay is given.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
+use crate::limits::trim;
 use crate::relay::Peers;
 use crate::routing::RoutingTable;
 use crate::wire::Contact;
@@ -103,15 +104,15 @@ impl LookupCache {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Unproven {
     /// Bytes in, bytes out, and the last time either changed.
-    map: BTreeMap<SocketAddr, (u64, u64, Instant)>,
-    order: VecDeque<SocketAddr>,
+    map: HashMap<SocketAddr, (u64, u64, Instant)>,
 }
 
 /// What we may send an unproven endpoint, as a multiple of what it sent.
 pub(crate) const AMPLIFICATION: u64 = 3;
 
-/// Unproven endpoints tracked; the earliest seen is forgotten first (and
-/// starts again from nothing, which costs an attacker its credit too).
+/// Unproven endpoints tracked; at the cap, the eighth idle longest is
+/// forgotten (and starts again from nothing, which costs an attacker its
+/// credit too).
 const UNPROVEN_CAP: usize = 4096;
 
 /// An unproven endpoint's counts are forgotten after this long without a
@@ -121,19 +122,22 @@ pub(crate) const UNPROVEN_IDLE: Duration = Duration::from_secs(120);
 impl Unproven {
     /// `from` sent us `n` bytes at `now`.
     pub(crate) fn received(&mut self, from: SocketAddr, n: usize, now: Instant) {
-        if !self.map.contains_key(&from) {
-            while self.map.len() >= UNPROVEN_CAP {
-                match self.order.pop_front() {
-                    Some(old) => {
-                        self.map.remove(&old);
-                    }
-                    None => break,
+        if self.map.len() >= UNPROVEN_CAP && !self.map.contains_key(&from) {
+            // The eighth idle longest (ties by endpoint, so the choice
+            // does not depend on the map's order): amortised, a constant
+            // cost per new endpoint even under a flood of spoofed ones.
+            let mut idle: Vec<(Instant, SocketAddr)> =
+                self.map.iter().map(|(a, e)| (e.2, *a)).collect();
+            let drop = (UNPROVEN_CAP / 8).min(idle.len());
+            if drop > 0 {
+                idle.select_nth_unstable(drop - 1);
+                for (_, a) in &idle[..drop] {
+                    self.map.remove(a);
                 }
             }
-            self.order.push_back(from);
         }
         let e = self.map.entry(from).or_insert((0, 0, now));
-        e.0 += n as u64;
+        e.0 = e.0.saturating_add(n as u64);
         e.2 = now;
     }
 
@@ -143,21 +147,18 @@ impl Unproven {
     pub(crate) fn expire(&mut self, now: Instant, idle: Duration) {
         self.map
             .retain(|_, e| now.saturating_duration_since(e.2) < idle);
-        let map = &self.map;
-        self.order.retain(|a| map.contains_key(a));
+        trim(&mut self.map);
     }
 
     /// `addr` proved it receives there: its counts are no longer needed.
     pub(crate) fn forget(&mut self, addr: &SocketAddr) {
-        if self.map.remove(addr).is_some() {
-            self.order.retain(|a| a != addr);
-        }
+        self.map.remove(addr);
     }
 
     /// How many more bytes we may send `to`.
     pub(crate) fn allowance(&self, to: &SocketAddr) -> u64 {
         match self.map.get(to) {
-            Some((i, o, _)) => (i * AMPLIFICATION).saturating_sub(*o),
+            Some((i, o, _)) => i.saturating_mul(AMPLIFICATION).saturating_sub(*o),
             None => 0,
         }
     }
@@ -165,7 +166,40 @@ impl Unproven {
     /// We sent `to` `n` bytes.
     pub(crate) fn sent(&mut self, to: &SocketAddr, n: usize) {
         if let Some(e) = self.map.get_mut(to) {
-            e.1 += n as u64;
+            e.1 = e.1.saturating_add(n as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(i: u32) -> SocketAddr {
+        SocketAddr::from((i.to_be_bytes(), 4000))
+    }
+
+    #[test]
+    fn unproven_counts_stay_bounded_and_the_longest_idle_go_first() {
+        let t0 = Instant::now();
+        let mut u = Unproven::default();
+        for i in 0..UNPROVEN_CAP as u32 {
+            u.received(endpoint(i), 100, t0 + Duration::from_millis(u64::from(i)));
+        }
+        // Endpoint 0 is the longest idle, until it sends again.
+        u.received(endpoint(0), 100, t0 + Duration::from_secs(10));
+        u.received(endpoint(1_000_000), 10, t0 + Duration::from_secs(11));
+        assert!(u.map.len() <= UNPROVEN_CAP);
+        assert_eq!(u.allowance(&endpoint(0)), 600, "recently active: kept");
+        assert_eq!(u.allowance(&endpoint(1)), 0, "idle longest: forgotten");
+        assert_eq!(u.allowance(&endpoint(1_000_000)), 30);
+        for i in 0..20_000u32 {
+            u.received(endpoint(2_000_000 + i), 1, t0 + Duration::from_secs(12));
+            assert!(u.map.len() <= UNPROVEN_CAP);
+        }
+        u.sent(&endpoint(2_019_999), 2);
+        assert_eq!(u.allowance(&endpoint(2_019_999)), 1);
+        u.expire(t0 + Duration::from_secs(200), UNPROVEN_IDLE);
+        assert!(u.map.is_empty());
     }
 }

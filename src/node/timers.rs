@@ -74,7 +74,7 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
                 .collect();
             return;
         }
-        if self.heap.capacity() > 4 * (self.heap.len() + STALE_SLACK) {
+        if self.heap.capacity() > 8 && self.heap.capacity() > 4 * self.heap.len() {
             self.heap.shrink_to(2 * self.heap.len());
         }
         while let Some(Reverse(top)) = self.heap.peek() {

@@ -341,15 +341,13 @@ impl RoutingTable {
             // Known, at another endpoint: it may have moved.
             return true;
         }
-        if self.prefix_full(index, &contact.addr, None)
-            || self.endpoint_taken(&contact.id, &contact.addr)
-        {
-            return false;
-        }
-        if bucket.entries.len() < self.policy.k {
-            return true;
-        }
-        bucket.pending.is_none() && bucket.doubtful(now, self.policy.contact_fresh).is_some()
+        // The bucket's own state first: in a grown network most buckets
+        // are full and fresh, and the endpoint check walks the whole table.
+        let room = bucket.entries.len() < self.policy.k
+            || (bucket.pending.is_none()
+                && bucket.doubtful(now, self.policy.contact_fresh).is_some());
+        room && !self.prefix_full(index, &contact.addr, None)
+            && !self.endpoint_taken(&contact.id, &contact.addr)
     }
 
     /// Number of contacts in all buckets.

@@ -47,6 +47,10 @@ pub struct Params {
     pub churn: Churn,
     /// Sign with Ed25519 instead of the simulator's stand-in.
     pub real_crypto: bool,
+    /// Bytes the process has allocated and not freed, if the caller counts
+    /// them (the `comm-sim` binary installs a counting allocator): the
+    /// nodes' own memory, without what the allocator keeps in reserve.
+    pub heap_in_use: Option<fn() -> u64>,
 }
 
 impl Default for Params {
@@ -60,6 +64,7 @@ impl Default for Params {
             dead: 0.3,
             churn: Churn::default(),
             real_crypto: false,
+            heap_in_use: None,
         }
     }
 }
@@ -244,6 +249,13 @@ fn run_table(sim: &Sim, p: &Params, ticker: &Ticker<'_>) -> super::report::Table
         (
             "memory per node",
             format!("{:.1} KiB", rss as f64 / 1024.0 / sim.len().max(1) as f64),
+        ),
+        (
+            "heap in use per node",
+            match p.heap_in_use {
+                Some(f) => format!("{:.1} KiB", f() as f64 / 1024.0 / sim.len().max(1) as f64),
+                None => "not counted".into(),
+            },
         ),
         (
             "signatures",
