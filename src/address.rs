@@ -13,12 +13,50 @@ pub const ADDRESS_LEN: usize = 20;
 pub const ADDRESS_BITS: usize = ADDRESS_LEN * 8;
 
 /// A 160-bit overlay address: SHA-1 of a node's Ed25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Address(pub [u8; ADDRESS_LEN]);
 
+/// 20 bytes as three big-endian words, most significant first: they
+/// compare as the bytes do, in three steps instead of a call to `memcmp`
+/// (lookups, tables and relays compare addresses and distances constantly).
+pub(crate) fn be_words(b: &[u8; ADDRESS_LEN]) -> (u64, u64, u32) {
+    let w = |at: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[at..at + 8]);
+        u64::from_be_bytes(x)
+    };
+    let mut lo = [0u8; 4];
+    lo.copy_from_slice(&b[16..20]);
+    (w(0), w(8), u32::from_be_bytes(lo))
+}
+
+impl Ord for Address {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        be_words(&self.0).cmp(&be_words(&other.0))
+    }
+}
+
+impl PartialOrd for Address {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// XOR distance between two addresses; compares as a big-endian integer.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Distance(pub [u8; ADDRESS_LEN]);
+
+impl Ord for Distance {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        be_words(&self.0).cmp(&be_words(&other.0))
+    }
+}
+
+impl PartialOrd for Distance {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Why a text could not be read as an address.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -182,6 +220,22 @@ mod tests {
         assert_eq!(a.distance(&b), Distance([0xf0; 20]));
         assert_eq!(a.distance(&b), b.distance(&a));
         assert_eq!(a.distance(&a), Distance([0; 20]));
+    }
+
+    #[test]
+    fn addresses_and_distances_compare_as_their_bytes_do() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..10_000 {
+            let mut a = [0u8; 20];
+            let mut b = [0u8; 20];
+            rng.fill(&mut a[..]);
+            b.copy_from_slice(&a);
+            // Differ from a random byte on, sometimes not at all.
+            let from = rng.gen_range(0..21);
+            rng.fill(&mut b[from.min(20)..]);
+            assert_eq!(Distance(a).cmp(&Distance(b)), a.cmp(&b));
+            assert_eq!(Address(a).cmp(&Address(b)), a.cmp(&b));
+        }
     }
 
     #[test]

@@ -164,22 +164,12 @@ const RTT_TRUSTED: usize = 16;
 /// Slots of the per-endpoint round-trip memory.
 const RTT_SLOTS: usize = 256;
 
-/// The slot and the tag of endpoint `peer` in the per-endpoint memory. A
-/// fixed mix (the same on every run and machine); the tag is never 0, so
-/// an empty slot matches nothing. Two endpoints sharing slot and tag (one
-/// chance in 2^32 per pair) share an estimate, which only shapes a timer.
+/// The slot and the tag of endpoint `peer` in the per-endpoint memory; the
+/// tag is never 0, so an empty slot matches nothing. Two endpoints sharing
+/// slot and tag (one chance in 2^32 per pair) share an estimate, which
+/// only shapes a timer.
 fn rtt_slot(peer: &SocketAddr) -> (usize, u32) {
-    let mut h = u64::from(peer.port()) ^ 0x9E37_79B9_7F4A_7C15;
-    let octets = match peer.ip() {
-        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        std::net::IpAddr::V6(a) => a.octets(),
-    };
-    for half in octets.chunks_exact(8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(half);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h ^= h >> 31;
-    }
+    let h = crate::routing::endpoint_hash(peer);
     ((h as usize) % RTT_SLOTS, ((h >> 32) as u32).max(1))
 }
 

@@ -18,18 +18,7 @@ use crate::wire::Contact;
 /// `a XOR b` as a number that compares like the distance (big-endian), in
 /// three machine words instead of a 20-byte `memcmp`.
 fn distance_key(a: &Address, b: &Address) -> (u64, u64, u32) {
-    let d = a.distance(b).0;
-    let mut hi = [0u8; 8];
-    let mut mid = [0u8; 8];
-    let mut lo = [0u8; 4];
-    hi.copy_from_slice(&d[..8]);
-    mid.copy_from_slice(&d[8..16]);
-    lo.copy_from_slice(&d[16..]);
-    (
-        u64::from_be_bytes(hi),
-        u64::from_be_bytes(mid),
-        u32::from_be_bytes(lo),
-    )
+    crate::address::be_words(&a.distance(b).0)
 }
 
 /// What happened to a contact offered to the table.
@@ -119,8 +108,55 @@ pub struct RoutingTable {
     /// Bit `i` set: bucket `i` holds at least one contact. Lets
     /// [`RoutingTable::closest`] skip empty buckets without touching them.
     occupied: BucketSet,
+    /// A Bloom filter of the endpoints in the table (two bits each): a
+    /// clear bit proves an endpoint absent without walking every entry.
+    /// Bits are added as contacts arrive or move and rebuilt from the
+    /// entries after an eviction, so it never misses an endpoint.
+    endpoints: EndpointFilter,
     len: usize,
     checks: CheckRate,
+}
+
+/// A 1,024-bit Bloom filter of endpoints (128 bytes).
+#[derive(Clone, Debug, Default)]
+struct EndpointFilter([u64; 16]);
+
+/// A fixed 64-bit mix of an endpoint (the same on every run and machine),
+/// for filters and direct-mapped memories that only need to spread
+/// endpoints, not to resist anyone: a collision costs a little work or
+/// shares a timer estimate, never a wrong answer.
+pub(crate) fn endpoint_hash(addr: &SocketAddr) -> u64 {
+    let mut h = u64::from(addr.port()) ^ 0x9E37_79B9_7F4A_7C15;
+    let octets = match addr.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    for half in octets.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(half);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 31;
+    }
+    h
+}
+
+impl EndpointFilter {
+    fn bits(addr: &SocketAddr) -> [usize; 2] {
+        let h = endpoint_hash(addr);
+        [(h & 1023) as usize, ((h >> 10) & 1023) as usize]
+    }
+
+    fn add(&mut self, addr: &SocketAddr) {
+        for b in Self::bits(addr) {
+            self.0[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    fn may_contain(&self, addr: &SocketAddr) -> bool {
+        Self::bits(addr)
+            .iter()
+            .all(|&b| self.0[b / 64] >> (b % 64) & 1 == 1)
+    }
 }
 
 /// The 160 buckets, stored only from the farthest (159) down to the
@@ -295,6 +331,7 @@ impl RoutingTable {
             policy,
             buckets: Buckets::new(now),
             occupied: BucketSet::default(),
+            endpoints: EndpointFilter::default(),
             len: 0,
         }
     }
@@ -304,6 +341,19 @@ impl RoutingTable {
     fn note(&mut self, index: usize) {
         let on = !self.buckets[index].entries.is_empty();
         self.occupied.set(index, on);
+    }
+
+    /// Rebuild the endpoint filter from the entries (after an eviction,
+    /// which may also have promoted a replacement).
+    fn refilter(&mut self) {
+        let mut f = EndpointFilter::default();
+        let mut occupied = self.occupied;
+        while let Some(i) = occupied.pop_lowest() {
+            for e in &self.buckets[i].entries {
+                f.add(&e.contact.addr);
+            }
+        }
+        self.endpoints = f;
     }
 
     fn prefix_full(&self, index: usize, addr: &SocketAddr, except: Option<&Address>) -> bool {
@@ -322,6 +372,9 @@ impl RoutingTable {
     /// Whether another identity than `id` is in the table at `addr`: one
     /// endpoint is one node, so a host cannot pose as many.
     fn endpoint_taken(&self, id: &Address, addr: &SocketAddr) -> bool {
+        if !self.endpoints.may_contain(addr) {
+            return false;
+        }
         // Only the occupied buckets: a table has 160, most of them empty.
         let mut occupied = self.occupied;
         std::iter::from_fn(|| occupied.pop_lowest())
@@ -412,6 +465,7 @@ impl RoutingTable {
             let bucket = &mut self.buckets[index];
             bucket.entries[i].contact.addr = contact.addr;
             bucket.touch_at(i, now);
+            self.endpoints.add(&contact.addr);
             return Insert::Updated { moved };
         }
         if self.prefix_full(index, &contact.addr, None)
@@ -436,6 +490,7 @@ impl RoutingTable {
             bucket.replacements.retain(|c| c.id != contact.id);
             self.len += 1;
             self.note(index);
+            self.endpoints.add(&contact.addr);
             return Insert::Added;
         }
         let doubtful = bucket.doubtful(now, fresh);
@@ -504,6 +559,7 @@ impl RoutingTable {
             }
         }
         self.note(index);
+        self.refilter();
     }
 
     /// Record a failed request to `id`. After `max_failures` in a row the
@@ -526,6 +582,7 @@ impl RoutingTable {
             self.len -= 1;
         }
         self.note(index);
+        self.refilter();
         Some(removed)
     }
 
@@ -848,11 +905,24 @@ mod tests {
                     t.ping_result(id, rng.gen_bool(0.5), now);
                 }
             }
+            // Some move to a new endpoint.
+            for id in ids.iter().take(3) {
+                let addr = SocketAddr::from(([11, rng.gen(), rng.gen(), 1], 4000));
+                t.insert(Contact { id: *id, addr }, now);
+            }
             let mut occupied = BucketSet::default();
             for (i, b) in t.buckets() {
                 occupied.set(i, !b.entries().is_empty());
             }
             assert_eq!(t.occupied, occupied);
+            // The endpoint filter never misses an endpoint of the table.
+            let stranger = Address::random(&mut rng);
+            for (_, b) in t.buckets() {
+                for e in b.entries() {
+                    assert!(t.endpoints.may_contain(&e.contact.addr));
+                    assert!(t.endpoint_taken(&stranger, &e.contact.addr));
+                }
+            }
             // Targets anywhere, next to us, in the table, and ourselves.
             let mut targets = vec![Address::random(&mut rng), me];
             targets.push(me.random_in_bucket(rng.gen_range(0..ADDRESS_BITS), &mut rng));
