@@ -116,10 +116,13 @@ enum Action {
     },
 }
 
+/// A queue entry: when, in what order among equal times, and where its
+/// action waits. 24 bytes, so that the heap's sifting moves little memory;
+/// the actions (with their datagrams) stay put in a slab.
 struct Scheduled {
     at: Instant,
     seq: u64,
-    action: Action,
+    slot: u32,
 }
 
 impl PartialEq for Scheduled {
@@ -149,6 +152,10 @@ pub struct Sim {
     nodes: Vec<Box<SimNode>>,
     by_addr: HashMap<SocketAddr, usize>,
     queue: BinaryHeap<Scheduled>,
+    /// The actions of the queued entries, by slot; `None` in a free slot.
+    actions: Vec<Option<Action>>,
+    /// Free slots of `actions`.
+    free: Vec<u32>,
     seq: u64,
     events: Vec<(usize, Event)>,
     /// When each of `events` was emitted.
@@ -196,6 +203,8 @@ impl Sim {
             nodes: Vec::new(),
             by_addr: HashMap::new(),
             queue: BinaryHeap::new(),
+            actions: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             events: Vec::new(),
             event_at: Vec::new(),
@@ -706,10 +715,20 @@ impl Sim {
 
     fn schedule(&mut self, at: Instant, action: Action) {
         self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.actions[slot as usize] = Some(action);
+                slot
+            }
+            None => {
+                self.actions.push(Some(action));
+                (self.actions.len() - 1) as u32
+            }
+        };
         self.queue.push(Scheduled {
             at,
             seq: self.seq,
-            action,
+            slot,
         });
     }
 
@@ -773,9 +792,13 @@ impl Sim {
         let Some(s) = self.queue.pop() else {
             return false;
         };
+        let Some(action) = self.actions.get_mut(s.slot as usize).and_then(Option::take) else {
+            return true;
+        };
+        self.free.push(s.slot);
         self.now = self.now.max(s.at);
         let at = (self.now - self.start).as_nanos() as u64;
-        match s.action {
+        match action {
             Action::Deliver { to, from, payload } => {
                 let from_word = match from {
                     SocketAddr::V4(a) => u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()),
