@@ -169,3 +169,61 @@ fn lookups_on_1000_nodes_find_the_true_closest_even_with_30_percent_gone() {
         churn.recall
     );
 }
+
+/// A node whose k closest contacts to a target have all gone (as after
+/// hours offline) still finds the live nodes around it: the lookup starts
+/// from more table contacts than it asks at once (`lookup_seeds`), so the
+/// farther seeds take over when the nearer ones fail.
+#[test]
+fn a_lookup_whose_k_closest_seeds_are_all_gone_still_finds_the_live_ones() {
+    let config = Config::default();
+    let k = config.k.get();
+    let mut sim = Sim::new(SimConfig {
+        seed: 9,
+        ..SimConfig::default()
+    });
+    sim.grow(
+        200,
+        &config,
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    let from = 0;
+    let target = Address::random(&mut StdRng::seed_from_u64(3));
+    // The k contacts of `from`'s table closest to the target go silent.
+    let mut rows: Vec<Address> = sim
+        .node(from)
+        .peer_rows(sim.now())
+        .into_iter()
+        .map(|r| r.contact.id)
+        .collect();
+    assert!(rows.len() > k, "a table larger than k");
+    rows.sort_by_key(|a| a.distance(&target));
+    for id in &rows[..k] {
+        if let Some(i) = (0..sim.len()).find(|&i| sim.node(i).address() == *id) {
+            sim.set_online(i, false);
+        }
+    }
+    let id = sim.lookup(from, target).expect("lookup starts");
+    sim.run_while(Duration::from_secs(120), |s| {
+        s.events().iter().any(|(n, e)| {
+            *n == from && matches!(e, Event::LookupDone { id: got, .. } if *got == id)
+        })
+    });
+    let result = sim
+        .take_events()
+        .into_iter()
+        .find_map(|(n, e)| match e {
+            Event::LookupDone { id: got, result } if n == from && got == id => Some(result),
+            _ => None,
+        })
+        .expect("the lookup finished");
+    let truth = sim.true_closest(&target, k, Some(from));
+    let got: Vec<Address> = result.closest.iter().map(|c| c.id).collect();
+    let hits = got.iter().filter(|a| truth.contains(a)).count();
+    assert!(
+        hits >= k - 1,
+        "found {hits} of the true {k} closest live nodes ({} answers)",
+        got.len()
+    );
+}

@@ -911,7 +911,7 @@ impl Node {
         }
         self.table.mark_activity(&target, now);
         let k = self.config.k.get();
-        let seeds = self.table.closest(&target, k);
+        let seeds = self.table.closest(&target, self.config.lookup_seeds);
         let lookup = Lookup::new(
             target,
             self.me,

@@ -721,10 +721,16 @@ impl Relay {
         };
         let recipient = held.envelope.recipient();
         let k = self.k();
-        // Lookup results are fresher than the table; both are candidates.
+        // Lookup results are fresher than the table; both are candidates,
+        // but a table contact farther than the lookup's farthest answer is
+        // not: the lookup went past it, and under churn such contacts lie
+        // far outside the recipient's circle (a short answer would
+        // otherwise scatter copies there, and widen the bound with them).
+        let reach = closest.iter().map(|c| c.id.distance(&recipient)).max();
         let mut targets: Vec<Contact> = closest.to_vec();
         for c in ctx.peers.closest(&recipient, k) {
-            if !targets.iter().any(|t| t.id == c.id) {
+            let within = reach.map_or(true, |r| c.id.distance(&recipient) <= r);
+            if within && !targets.iter().any(|t| t.id == c.id) {
                 targets.push(c);
             }
         }
@@ -939,6 +945,14 @@ impl Relay {
             };
             if h.envelope.expires_at_ms() <= ctx.wall_ms {
                 self.expire(id);
+                return;
+            }
+            if h.own && h.route.bound == ANYWHERE {
+                // Our first round found fewer than k nodes around the
+                // recipient: look again rather than spread copies over
+                // whatever our table knows (§16.3).
+                let to = h.envelope.recipient();
+                self.await_lookup(to, key);
                 return;
             }
             let targets = ctx.peers.closest(&h.envelope.recipient(), k);

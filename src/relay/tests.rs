@@ -1609,3 +1609,44 @@ fn a_sender_keeps_its_own_copy_however_many_hold_it() {
     assert!(h.relay.holds(&id));
     assert_eq!(h.relay.surplus_drops(), 0);
 }
+
+#[test]
+fn a_short_lookup_answer_places_no_copy_past_it_and_the_next_attempt_looks_again() {
+    let mut h = H::new(Config::default());
+    let to = far_identity(h.addr()).address();
+    // The table knows 8 contacts near the recipient, and the lookup found
+    // only the 3 closest of them alive, nothing farther.
+    let mut table: Vec<Contact> = h
+        .neighbours(to, 9)
+        .into_iter()
+        .filter(|c| c.id != to)
+        .take(8)
+        .collect();
+    table.sort_by_key(|c| c.id.distance(&to));
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"hi")))
+        .expect("send");
+    h.take();
+    let found = [table[0], table[1], table[2]];
+    h.run(|r, ctx| r.lookup_done(ctx, to, &found));
+    let mut sent: Vec<Address> = stores(&h.take()).iter().map(|s| s.0).collect();
+    sent.sort_by_key(|a| a.distance(&to));
+    assert_eq!(sent, found.iter().map(|c| c.id).collect::<Vec<_>>());
+    // Fewer than k placed: the bound is still open, so the next attempt
+    // asks the network again instead of scattering copies from the table.
+    h.advance(Duration::from_secs(60));
+    h.run(|r, ctx| r.on_timer(ctx, RouteKey { id, ack: false }));
+    let actions = h.take();
+    assert!(stores(&actions).is_empty() && offers(&actions).is_empty());
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Lookup(t) if *t == to)));
+    // The table alone (no answer at all) is still used: nothing better is known.
+    h.run(|r, ctx| r.lookup_done(ctx, to, &[]));
+    let again: Vec<Address> = stores(&h.take()).iter().map(|s| s.0).collect();
+    assert!(!again.is_empty(), "from the table");
+    assert!(
+        again.iter().all(|a| !found.iter().any(|c| c.id == *a)),
+        "not twice"
+    );
+}
