@@ -162,7 +162,9 @@ pub struct Config {
     /// Cap on the bootstrap retry interval. Default 10 minutes.
     pub bootstrap_retry_max: Duration,
     /// Verified-but-unplaced contacts remembered so they are not challenged
-    /// again. Default 256; the earliest verified is evicted first.
+    /// again. Default 256: the cache has 256 slots of 8 bytes, one per
+    /// keyed digest of a pair; a later pair in the same slot replaces the
+    /// earlier.
     pub verified_cache: usize,
     /// Contacts per /24 (IPv4) or /48 (IPv6) prefix in one bucket. Default 2:
     /// one host cannot fill a bucket with sybils. Loopback is exempt so

@@ -326,6 +326,7 @@ impl Node {
         config.validate()?;
         let me = identity.address();
         let mut rng = StdRng::from_seed(seed);
+        let verified_key: [u8; 16] = rng.gen();
         let table = RoutingTable::new(me, TablePolicy::from_config(&config), now);
         let mut timers = TimerTable::default();
         timers.set(Timer::Maintenance, now + config.refresh_check);
@@ -364,7 +365,7 @@ impl Node {
             relay_lookups: BTreeMap::new(),
             lookup_cache: LookupCache::default(),
             next_lookup: 1,
-            verified: VerifiedCache::default(),
+            verified: VerifiedCache::new(verified_key),
             unproven: Unproven::default(),
             requests,
             stats: Stats::default(),

@@ -2,7 +2,7 @@
 //! proved their key but found no slot, recent lookup results, and the view
 //! of both that the relay is given.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,27 +14,63 @@ use crate::wire::Contact;
 
 /// Bounded set of (address, endpoint) pairs that proved their key but found
 /// no slot in the table, so they are not challenged again.
-#[derive(Clone, Debug, Default)]
+///
+/// Direct-mapped: each pair is a 64-bit keyed digest (SHA-256 under a key
+/// drawn from the node's seed, so no one else can compute it or aim a
+/// collision), kept in slot `digest % slots`, where a later pair replaces
+/// an earlier one. 8 bytes a pair instead of about 130 in an ordered set
+/// plus an order queue: at 100,000 simulated nodes the caches filled up
+/// and were the largest part of a node. A pair matches only its own
+/// digest; another pair with the same 64 bits (2^-64 per pair) would pass
+/// for verified, which costs at most one challenge not sent.
+#[derive(Clone, Debug)]
 pub(crate) struct VerifiedCache {
-    order: VecDeque<(Address, SocketAddr)>,
-    set: BTreeSet<(Address, SocketAddr)>,
+    key: [u8; 16],
+    /// `cap` rounded up to a power of two, allocated on first use; 0 is
+    /// an empty slot (a digest of 0 is stored as 1).
+    slots: Option<Box<[u64]>>,
 }
 
 impl VerifiedCache {
+    /// An empty cache whose digests are keyed by `key`.
+    pub(crate) fn new(key: [u8; 16]) -> VerifiedCache {
+        VerifiedCache { key, slots: None }
+    }
+
+    fn digest(&self, c: &Contact) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(c.id.0);
+        match c.addr {
+            SocketAddr::V4(a) => h.update(a.ip().octets()),
+            SocketAddr::V6(a) => h.update(a.ip().octets()),
+        }
+        h.update(c.addr.port().to_be_bytes());
+        let out = h.finalize();
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&out[..8]);
+        u64::from_le_bytes(w).max(1)
+    }
+
     pub(crate) fn contains(&self, c: &Contact) -> bool {
-        self.set.contains(&(c.id, c.addr))
+        let Some(slots) = &self.slots else {
+            return false;
+        };
+        let d = self.digest(c);
+        slots[(d % slots.len() as u64) as usize] == d
     }
 
     pub(crate) fn insert(&mut self, c: &Contact, cap: usize) {
-        if cap == 0 || !self.set.insert((c.id, c.addr)) {
+        if cap == 0 {
             return;
         }
-        self.order.push_back((c.id, c.addr));
-        while self.order.len() > cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
+        let d = self.digest(c);
+        let slots = self
+            .slots
+            .get_or_insert_with(|| vec![0; cap.next_power_of_two()].into_boxed_slice());
+        let n = slots.len() as u64;
+        slots[(d % n) as usize] = d;
     }
 }
 
@@ -177,6 +213,34 @@ mod tests {
 
     fn endpoint(i: u32) -> SocketAddr {
         SocketAddr::from((i.to_be_bytes(), 4000))
+    }
+
+    #[test]
+    fn the_verified_cache_remembers_pairs_exactly_and_stays_small() {
+        let c = |i: u32, port: u16| Contact {
+            id: Address([i as u8; 20]),
+            addr: SocketAddr::from((i.to_be_bytes(), port)),
+        };
+        let mut v = VerifiedCache::new([1; 16]);
+        assert!(!v.contains(&c(1, 4000)));
+        v.insert(&c(1, 4000), 256);
+        assert!(v.contains(&c(1, 4000)));
+        assert!(!v.contains(&c(1, 4001)), "another endpoint is another pair");
+        assert!(!v.contains(&c(2, 4000)));
+        // Another node's key gives other digests.
+        let w = VerifiedCache::new([2; 16]);
+        assert_ne!(v.digest(&c(1, 4000)), w.digest(&c(1, 4000)));
+        // Thousands of pairs: 256 slots, the latest pairs remembered.
+        for i in 0..5000 {
+            v.insert(&c(i, 5000), 256);
+        }
+        assert_eq!(v.slots.as_ref().map(|s| s.len()), Some(256));
+        assert!(v.contains(&c(4999, 5000)));
+        let kept = (0..5000).filter(|&i| v.contains(&c(i, 5000))).count();
+        assert!(kept <= 256 && kept > 100, "{kept}");
+        let mut none = VerifiedCache::new([1; 16]);
+        none.insert(&c(1, 4000), 0);
+        assert!(!none.contains(&c(1, 4000)), "cap 0 remembers nothing");
     }
 
     #[test]
