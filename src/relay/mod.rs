@@ -1679,8 +1679,14 @@ impl Relay {
                 continue;
             }
             let r = h.envelope.recipient();
+            // A message of ours not yet placed within a circle (§16.2 step
+            // 6) waits for its lookup: while our table fills after a
+            // restart, every contact would rank among our k closest to
+            // anyone, and each would get a copy.
+            let placed = h.route.bound != ANYWHERE;
             let wanted = contact.id == r
-                || (h.route.hops_left > 0
+                || (placed
+                    && h.route.hops_left > 0
                     && (h.route.holders.len() < k
                         || h.route
                             .farthest_holder()

@@ -1650,3 +1650,30 @@ fn a_short_lookup_answer_places_no_copy_past_it_and_the_next_attempt_looks_again
         "not twice"
     );
 }
+
+#[test]
+fn an_unplaced_message_of_ours_goes_to_no_appearing_contact_but_its_recipient() {
+    let mut h = H::new(Config::default());
+    let to = far_identity(h.addr()).address();
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"hi")))
+        .expect("send");
+    // Our table was empty: the lookup found nobody, nothing was placed.
+    h.run(|r, ctx| r.lookup_done(ctx, to, &[]));
+    h.take();
+    // Contacts appear as our table fills (a join after a restart): each
+    // would rank among our k closest, but none gets a copy.
+    for i in 1..=5u8 {
+        let c = contact(near(to, 0x40 + i), 70 + i);
+        h.peers.contacts.push(c);
+        h.run(|r, ctx| r.contact_appeared(ctx, c, false));
+    }
+    let actions = h.take_accepting();
+    assert!(stores(&actions).is_empty(), "{:?}", stores(&actions));
+    // The recipient itself still gets it at once.
+    let recipient = contact(to, 90);
+    h.peers.contacts.push(recipient);
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    assert_eq!(stores(&h.take_accepting()), vec![(to, 0, true)]);
+    assert!(h.relay.holds(&id));
+}
