@@ -503,3 +503,57 @@ fn an_identity_running_twice_is_noticed_by_both_instances() {
         );
     }
 }
+
+/// The simulator counts copies from the nodes' durable writes instead of
+/// asking every node; through churn, restarts, expiry and an ack, that
+/// count agrees with asking every node.
+#[test]
+fn the_simulators_copy_count_agrees_with_asking_every_node() {
+    let config = Config {
+        default_ttl: Duration::from_secs(3 * 3600),
+        ..Config::default()
+    };
+    let mut sim = network(120, 23, &config);
+    let recipients: Vec<usize> = (0..3).map(|_| offline_node(&mut sim, &config)).collect();
+    let ids: Vec<MessageId> = recipients
+        .iter()
+        .enumerate()
+        .map(|(j, &r)| sim.send(5 + j, r, b"counted").expect("send"))
+        .collect();
+    let check = |sim: &Sim, when: &str| {
+        for id in &ids {
+            let mut indexed: Vec<usize> = sim.all_holders(id).iter().map(|&i| i as usize).collect();
+            indexed.sort_unstable();
+            assert_eq!(indexed, sim.scan_holders(id), "{when}");
+            assert!(sim.peak_copies(id) >= indexed.len(), "{when}");
+        }
+    };
+    let mut seen_copies = 0;
+    for round in 0..40usize {
+        sim.run_for(Duration::from_secs(300));
+        // Some nodes go away; some come back as fresh processes; one
+        // crashes and restarts at once.
+        let down = 10 + (round * 7) % 100;
+        sim.set_online(down, false);
+        let up = 10 + (round * 13 + 50) % 100;
+        if !sim.is_online(up) {
+            sim.relaunch(up);
+        }
+        sim.restart(10 + (round * 29) % 100);
+        if round == 20 {
+            // The first recipient comes back: its message is acked and purged.
+            sim.relaunch(recipients[0]);
+            sim.bootstrap(recipients[0], &[1]);
+        }
+        check(&sim, &format!("round {round}"));
+        seen_copies += ids
+            .iter()
+            .map(|id| sim.all_holders(id).len())
+            .sum::<usize>();
+    }
+    assert!(seen_copies > 0, "the messages were held somewhere");
+    // The first message was purged from online nodes; the others expired
+    // (three-hour TTL, 3 h 20 min run).
+    assert!(sim.holders(&ids[0]).is_empty());
+    assert!(ids[1..].iter().all(|id| sim.holders(id).is_empty()));
+}

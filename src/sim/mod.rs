@@ -20,9 +20,11 @@ pub mod scenario;
 use crate::address::Address;
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::message::MessageId;
 use crate::node::{Event, LookupId, Node, NodeError, DEFAULT_EPOCH_MS};
 use crate::store::shown::ShownLog;
-use crate::store::{self, MemoryStore, Store};
+use crate::store::{MemoryStore, Store};
+use crate::wire::records::{id_of_key, Op, Table};
 
 /// Properties of the virtual network.
 #[derive(Clone, Debug)]
@@ -166,6 +168,12 @@ pub struct Sim {
     /// Running hash of every action processed, in order (see
     /// [`Sim::trace_hash`]).
     trace: u64,
+    /// Which nodes hold a copy of each message (online or not), kept from
+    /// the `Held` records their write batches put and delete, so that
+    /// counting copies does not ask every node.
+    copies: HashMap<MessageId, Vec<u32>>,
+    /// The most nodes that held each message at once.
+    peak_copies: HashMap<MessageId, usize>,
 }
 
 /// Fold `word` into the running trace hash `h` (a multiply-xorshift mix:
@@ -211,6 +219,8 @@ impl Sim {
             stats: SimStats::default(),
             wall_offset: Duration::ZERO,
             trace: 0,
+            copies: HashMap::new(),
+            peak_copies: HashMap::new(),
         }
     }
 
@@ -326,10 +336,18 @@ impl Sim {
         self.stats.retired_duplicates += n.node.relay().duplicate_stores();
         let snapshot = n.store.load().unwrap_or_default();
         let contacts = node.restore(now, wall, &snapshot);
-        n.node = node;
+        let old = std::mem::replace(&mut n.node, node);
         n.timer = None;
         if !contacts.is_empty() {
             n.node.bootstrap(now, wall, contacts);
+        }
+        // What the new process holds is what it restored, whatever the
+        // old one held in memory.
+        for id in old.relay().held_ids() {
+            self.note_copy(i, id, false);
+        }
+        for id in self.nodes[i].node.relay().held_ids() {
+            self.note_copy(i, id, true);
         }
         self.flush(i);
     }
@@ -671,14 +689,54 @@ impl Sim {
         }
     }
 
-    /// Indices of online nodes holding message `id`.
-    pub fn holders(&self, id: &crate::message::MessageId) -> Vec<usize> {
-        self.nodes
+    /// Indices of online nodes holding message `id`, in increasing order.
+    pub fn holders(&self, id: &MessageId) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .all_holders(id)
             .iter()
-            .enumerate()
-            .filter(|(_, n)| n.online && n.node.holds(id))
-            .map(|(i, _)| i)
+            .map(|&i| i as usize)
+            .filter(|&i| self.nodes[i].online)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Indices of every node holding message `id`, online or not, in no
+    /// particular order. Kept up to date from the nodes' durable writes,
+    /// so it costs nothing like asking every node.
+    pub fn all_holders(&self, id: &MessageId) -> &[u32] {
+        self.copies.get(id).map_or(&[], |v| v.as_slice())
+    }
+
+    /// The most nodes (online or not) that held message `id` at the same
+    /// virtual instant so far.
+    pub fn peak_copies(&self, id: &MessageId) -> usize {
+        self.peak_copies.get(id).copied().unwrap_or(0)
+    }
+
+    /// Indices of every node holding message `id`, found by asking each
+    /// node (slow: for checking [`Sim::all_holders`]).
+    pub fn scan_holders(&self, id: &MessageId) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].node.holds(id))
             .collect()
+    }
+
+    fn note_copy(&mut self, i: usize, id: MessageId, held: bool) {
+        let i = i as u32;
+        if held {
+            let v = self.copies.entry(id).or_default();
+            if !v.contains(&i) {
+                v.push(i);
+                let peak = self.peak_copies.entry(id).or_default();
+                *peak = (*peak).max(v.len());
+            }
+        } else if let Some(v) = self.copies.get_mut(&id) {
+            v.retain(|&j| j != i);
+            if v.is_empty() {
+                self.copies.remove(&id);
+            }
+        }
     }
 
     /// Events emitted and not yet taken, with the index of their node.
@@ -734,8 +792,24 @@ impl Sim {
 
     fn flush(&mut self, i: usize) {
         // The simulator's disk is instant and never fails.
-        let n = &mut self.nodes[i];
-        let _ = store::commit(&mut n.node, &mut n.store);
+        while let Some(batch) = self.nodes[i].node.poll_write() {
+            for op in &batch.ops {
+                let (held, key) = match op {
+                    Op::Put(Table::Held, k, _) => (true, k),
+                    Op::Delete(Table::Held, k) => (false, k),
+                    _ => continue,
+                };
+                if let Some(id) = id_of_key(key) {
+                    self.note_copy(i, id, held);
+                }
+            }
+            let n = &mut self.nodes[i];
+            if n.store.apply(&batch).is_err() {
+                n.node.handle_write_failed(batch.id);
+                break;
+            }
+            n.node.handle_written(batch.id);
+        }
         while let Some(t) = self.nodes[i].node.poll_transmit() {
             self.stats.sent += 1;
             let Some(&to) = self.by_addr.get(&t.to) else {

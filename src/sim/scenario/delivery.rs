@@ -149,13 +149,10 @@ struct Msg {
     id: Option<MessageId>,
     received_ms: Option<u64>,
     acked_ms: Option<u64>,
-    peak_copies: usize,
     /// When no online node held it any more after the receipt.
     purged_ms: Option<u64>,
     /// Copies on online nodes one minute after the receipt.
     online_after_ack: Option<usize>,
-    /// Nodes that held a copy at the last full scan after the receipt.
-    watch: Vec<usize>,
 }
 
 /// The churn and message schedule, fixed by the seed before the run.
@@ -229,10 +226,8 @@ fn schedule(p: &Params, n: usize, purge: bool, ttl_ms: u64) -> Schedule {
             id: None,
             received_ms: None,
             acked_ms: None,
-            peak_copies: 0,
             purged_ms: None,
             online_after_ack: None,
-            watch: Vec::new(),
         });
     }
     steps.sort();
@@ -245,21 +240,9 @@ fn schedule(p: &Params, n: usize, purge: bool, ttl_ms: u64) -> Schedule {
 
 /// Copies of `id` anywhere (online or not) and on online nodes.
 fn copies(sim: &Sim, id: &MessageId) -> (usize, usize) {
-    let (all, online) = holders(sim, id, 0..sim.len());
+    let all = sim.all_holders(id);
+    let online = all.iter().filter(|&&i| sim.is_online(i as usize)).count();
     (all.len(), online)
-}
-
-/// Which of `among` hold `id`, and how many of those are online.
-fn holders(sim: &Sim, id: &MessageId, among: impl Iterator<Item = usize>) -> (Vec<usize>, usize) {
-    let mut all = Vec::new();
-    let mut online = 0;
-    for i in among {
-        if sim.node(i).holds(id) {
-            all.push(i);
-            online += usize::from(sim.is_online(i));
-        }
-    }
-    (all, online)
 }
 
 /// Run the scenario (`purge`: short TTL, some recipients never return, and
@@ -283,14 +266,14 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
     let dup0 = sim.duplicate_stores();
     let offers0 = sim.offers();
     let end_ms = (p.hours * 3_600_000.0) as u64;
-    // Counting copies asks every node about every message: once a virtual
-    // minute per 2,000 nodes (five minutes at 10,000), so peaks between two
-    // samples can be missed.
-    let sample_every = 60_000 * (n as u64 / 2000).max(1);
+    // The copies-over-time series is sampled once a virtual minute; peak
+    // copies are exact (the simulator counts holders as they change).
+    let sample_every = 60_000;
     let mut next_sample = 0u64;
     let mut online_series = Vec::new();
     let mut delivered_series = Vec::new();
     let mut copies_series = Vec::new();
+    let mut heap_series = Vec::new();
     let mut by_id: HashMap<MessageId, usize> = HashMap::new();
     let mut steps = sched.steps.iter().copied().peekable();
     let mut rng = StdRng::seed_from_u64(p.seed ^ 0x7365_6e64);
@@ -345,15 +328,8 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
             let Some(got) = sched.msgs[j].received_ms else {
                 continue;
             };
-            // Watch the nodes that held a copy at the last full scan; scan
-            // everyone again before calling it purged, and at one minute.
             let minute = now_ms >= got + 60_000 && sched.msgs[j].online_after_ack.is_none();
-            let watched = std::mem::take(&mut sched.msgs[j].watch);
-            let (mut held, mut online) = holders(&sim, &id, watched.into_iter());
-            if online == 0 || minute {
-                (held, online) = holders(&sim, &id, 0..sim.len());
-            }
-            sched.msgs[j].watch = held;
+            let (_, online) = copies(&sim, &id);
             if minute {
                 sched.msgs[j].online_after_ack = Some(online);
             }
@@ -365,9 +341,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
             let mut total_copies = 0;
             for m in sched.msgs.iter_mut() {
                 let Some(id) = m.id else { continue };
-                let (all, _) = copies(&sim, &id);
-                m.peak_copies = m.peak_copies.max(all);
-                total_copies += all;
+                total_copies += sim.all_holders(&id).len();
             }
             let t_h = now_ms as f64 / 3_600_000.0;
             let online = (0..n).filter(|&i| sim.is_online(i)).count();
@@ -379,6 +353,9 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
                 .count();
             delivered_series.push((t_h, delivered as f64));
             copies_series.push((t_h, total_copies as f64));
+            if let Some(heap) = p.heap_in_use {
+                heap_series.push((t_h, heap() as f64 / 1024.0 / n as f64));
+            }
             next_sample += sample_every;
             ticker.tick(&sim, || {
                 format!(
@@ -448,7 +425,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
     let peak: Vec<f64> = msgs
         .iter()
         .filter(|m| m.id.is_some())
-        .map(|m| m.peak_copies as f64)
+        .filter_map(|m| m.id.map(|id| sim.peak_copies(&id) as f64))
         .collect();
     let purge_s: Vec<f64> = msgs
         .iter()
@@ -619,8 +596,23 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
         ]);
         tables.push(pt);
     }
+    if !heap_series.is_empty() {
+        let mut ht = Table::new(
+            "Heap in use per node over the run (everything the simulation holds, divided by the nodes)",
+            &["virtual time", "KiB per node"],
+        );
+        let last = heap_series.len() - 1;
+        for q in 0..=4 {
+            let (t_h, kib) = heap_series[last * q / 4];
+            ht.row(vec![
+                hms(Duration::from_secs_f64(t_h * 3600.0)),
+                format!("{kib:.1}"),
+            ]);
+        }
+        tables.push(ht);
+    }
     tables.push(run_table(&sim, p, &ticker));
-    let charts = vec![
+    let mut charts = vec![
         Chart {
             title: "Messages delivered".into(),
             x_label: "virtual hours".into(),
@@ -652,6 +644,18 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
             }],
         },
     ];
+    if !heap_series.is_empty() {
+        charts.push(Chart {
+            title: "Heap in use per node".into(),
+            x_label: "virtual hours".into(),
+            y_label: "KiB".into(),
+            kind: ChartKind::Lines,
+            series: vec![Series {
+                name: "heap / nodes".into(),
+                points: heap_series,
+            }],
+        });
+    }
     Report {
         heading: format!(
             "comm-sim {}: {} nodes, {} h, seed {}, churn {}",
