@@ -106,6 +106,13 @@ pub struct LookupResult {
     pub rounds: u32,
     /// Requests sent (retransmissions not counted).
     pub rpcs: u32,
+    /// Of those, the ones to candidates that answered (late answers too).
+    pub answered: u32,
+    /// Of those, the ones to candidates that never answered before the
+    /// lookup ended (gone, unreachable, or too slow).
+    pub unanswered: u32,
+    /// Of those, side queries (§9 step 5), answered or not.
+    pub side_queries: u32,
     /// Each request in the order it ended, for lookups the user started
     /// (empty for the node's own lookups, to keep them cheap); at most
     /// `lookup_path_max` steps.
@@ -446,6 +453,10 @@ impl Lookup {
         self.in_flight
     }
 
+    fn count(&self, pred: impl Fn(State) -> bool) -> u32 {
+        self.candidates.values().filter(|c| pred(c.state)).count() as u32
+    }
+
     /// The result so far: up to k answered contacts, closest first.
     pub fn result(&self) -> LookupResult {
         LookupResult {
@@ -459,6 +470,10 @@ impl Lookup {
                 .collect(),
             rounds: self.rounds,
             rpcs: self.rpcs,
+            answered: self.count(|s| s == State::Succeeded),
+            unanswered: self
+                .count(|s| matches!(s, State::Waiting | State::Unresponsive | State::Failed)),
+            side_queries: self.widened.len() as u32,
             path: self
                 .path
                 .as_ref()

@@ -368,6 +368,9 @@ pub fn human(o: &Output, s: &mut Session, now_ms: u64) -> String {
                 plural(r.rounds as usize, "round"),
                 plural(r.rpcs as usize, "RPC")
             );
+            if r.unanswered > 0 {
+                out.push_str(&format!(" ({} unanswered)", r.unanswered));
+            }
             for (i, c) in r.closest.iter().enumerate() {
                 let d = c.id.distance(&r.target).bucket_index();
                 let d = d.map_or("0".to_string(), |b| format!("2^{b}"));
@@ -563,6 +566,8 @@ pub fn json(o: &Output, s: &Session) -> String {
             "closest": r.closest.iter().map(contact_json).collect::<Vec<_>>(),
             "rounds": r.rounds,
             "rpcs": r.rpcs,
+            "unanswered": r.unanswered,
+            "side_queries": r.side_queries,
             "path": r.path.iter().map(|st| json!({
                 "round": st.round, "address": st.contact.id.to_string(),
                 "addr": st.contact.addr.to_string(),

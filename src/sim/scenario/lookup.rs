@@ -24,6 +24,14 @@ struct Phase {
     exact: usize,
     recall_hits: usize,
     asked: usize,
+    /// Requests of the main walk that were answered (late ones included).
+    answered: Vec<f64>,
+    /// Requests of the main walk that got no answer (dead or unreachable
+    /// peers: the part of the cost no lookup can avoid without knowing
+    /// who is gone before asking).
+    unanswered: Vec<f64>,
+    /// Side queries (`lookup_widen`).
+    side: Vec<f64>,
 }
 
 fn phase(
@@ -44,6 +52,9 @@ fn phase(
         exact: 0,
         recall_hits: 0,
         asked: 0,
+        answered: Vec::new(),
+        unanswered: Vec::new(),
+        side: Vec::new(),
     };
     for j in 0..lookups {
         let from = online[rng.gen_range(0..online.len())];
@@ -80,6 +91,9 @@ fn phase(
         }
         ph.rounds.push(f64::from(r.rounds));
         ph.rpcs.push(f64::from(r.rpcs));
+        ph.answered.push(f64::from(r.answered));
+        ph.unanswered.push(f64::from(r.unanswered));
+        ph.side.push(f64::from(r.side_queries));
         ph.times_ms.push(took.as_secs_f64() * 1000.0);
     }
     ph
@@ -128,6 +142,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>) -> Report {
             "rounds p95",
             "RPCs mean",
             "RPCs p95",
+            "answered / unanswered / side",
             "time p95",
         ],
     );
@@ -144,6 +159,12 @@ pub(super) fn run(p: &Params, progress: Progress<'_>) -> Report {
             format!("{:.0}", quantile(&ph.rounds, 0.95)),
             format!("{:.1}", mean(&ph.rpcs)),
             format!("{:.0}", quantile(&ph.rpcs, 0.95)),
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                mean(&ph.answered),
+                mean(&ph.unanswered),
+                mean(&ph.side)
+            ),
             format!("{:.0} ms", quantile(&ph.times_ms, 0.95)),
         ]);
     }
@@ -153,6 +174,12 @@ pub(super) fn run(p: &Params, progress: Progress<'_>) -> Report {
             "RPCs with {:.0}% gone / healthy: {:.2}x",
             p.dead * 100.0,
             mean(&phases[1].rpcs) / mean(&phases[0].rpcs).max(1e-9)
+        ));
+        notes.push(format!(
+            "answered RPCs with {:.0}% gone / healthy RPCs: {:.2}x (the rest went to peers that were gone)",
+            p.dead * 100.0,
+            (mean(&phases[1].answered) + mean(&phases[1].side))
+                / mean(&phases[0].rpcs).max(1e-9)
         ));
     }
     let histogram = |ph: &Phase| {
