@@ -32,7 +32,10 @@ pub struct RecordStore {
     me: Address,
     cap: usize,
     max_ttl_ms: u64,
-    map: BTreeMap<Address, IdentityRecord>,
+    /// Boxed: a record is about 270 bytes (its key is kept decompressed),
+    /// and an ordered map's node has room for 11 values whether it holds
+    /// 1 or 11.
+    map: BTreeMap<Address, Box<IdentityRecord>>,
     signatures: &'static dyn Signatures,
 }
 
@@ -67,7 +70,10 @@ impl RecordStore {
 
     /// The record kept for `a`, if any (and not expired at `now_ms`).
     pub fn get(&self, a: &Address, now_ms: u64) -> Option<&IdentityRecord> {
-        self.map.get(a).filter(|r| r.expires_at_ms > now_ms)
+        self.map
+            .get(a)
+            .map(|r| &**r)
+            .filter(|r| r.expires_at_ms > now_ms)
     }
 
     /// Whether `r` is a record anyone may rely on at `now_ms`.
@@ -105,7 +111,7 @@ impl RecordStore {
                 }
             }
         }
-        self.map.insert(a, r);
+        self.map.insert(a, Box::new(r));
         Ok(())
     }
 

@@ -20,14 +20,17 @@ pub(crate) struct Tombstone {
 /// Tombstones by id and by keep-until time.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tombstones {
-    map: BTreeMap<MessageId, Tombstone>,
+    /// Boxed: a tombstone is about 300 bytes (the ack's key is kept
+    /// decompressed), and an ordered map's node has room for 11 values
+    /// whether it holds 1 or 11.
+    map: BTreeMap<MessageId, Box<Tombstone>>,
     order: BTreeSet<(u64, MessageId)>,
 }
 
 impl Tombstones {
     /// Every tombstone, by id.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Tombstone> {
-        self.map.values()
+        self.map.values().map(|t| &**t)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -35,7 +38,7 @@ impl Tombstones {
     }
 
     pub(crate) fn get(&self, id: &MessageId) -> Option<&Tombstone> {
-        self.map.get(id)
+        self.map.get(id).map(|t| &**t)
     }
 
     pub(crate) fn set_routed(&mut self, id: &MessageId) -> bool {
@@ -54,7 +57,7 @@ impl Tombstones {
         let id = t.ack.id;
         self.remove(&id);
         self.order.insert((t.keep_until_ms, id));
-        self.map.insert(id, t);
+        self.map.insert(id, Box::new(t));
         let mut evicted = Vec::new();
         while self.map.len() > cap {
             let Some((_, victim)) = self.order.pop_first() else {
@@ -67,7 +70,7 @@ impl Tombstones {
     }
 
     pub(crate) fn remove(&mut self, id: &MessageId) -> Option<Tombstone> {
-        let t = self.map.remove(id)?;
+        let t = *self.map.remove(id)?;
         self.order.remove(&(t.keep_until_ms, *id));
         Some(t)
     }
@@ -97,7 +100,8 @@ pub(crate) struct HeldAck {
 /// Routed acks by id, by expiry and by the sender they go to.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AckRoutes {
-    map: BTreeMap<MessageId, HeldAck>,
+    /// Boxed, as tombstones are.
+    map: BTreeMap<MessageId, Box<HeldAck>>,
     order: BTreeSet<(u64, MessageId)>,
     by_sender: BTreeMap<Address, BTreeSet<MessageId>>,
 }
@@ -108,11 +112,11 @@ impl AckRoutes {
     }
 
     pub(crate) fn get(&self, id: &MessageId) -> Option<&HeldAck> {
-        self.map.get(id)
+        self.map.get(id).map(|a| &**a)
     }
 
     pub(crate) fn get_mut(&mut self, id: &MessageId) -> Option<&mut HeldAck> {
-        self.map.get_mut(id)
+        self.map.get_mut(id).map(|a| &mut **a)
     }
 
     pub(crate) fn contains(&self, id: &MessageId) -> bool {
@@ -138,7 +142,7 @@ impl AckRoutes {
         self.remove(&id);
         self.order.insert((a.ack.expires_at_ms, id));
         self.by_sender.entry(a.ack.sender).or_default().insert(id);
-        self.map.insert(id, a);
+        self.map.insert(id, Box::new(a));
         let mut evicted = Vec::new();
         while self.map.len() > cap {
             let Some(&(_, victim)) = self.order.first() else {
@@ -151,7 +155,7 @@ impl AckRoutes {
     }
 
     pub(crate) fn remove(&mut self, id: &MessageId) -> Option<HeldAck> {
-        let a = self.map.remove(id)?;
+        let a = *self.map.remove(id)?;
         self.order.remove(&(a.ack.expires_at_ms, *id));
         if let Some(set) = self.by_sender.get_mut(&a.ack.sender) {
             set.remove(id);

@@ -92,8 +92,8 @@ impl Relay {
         let to = o.envelope.recipient();
         let (relays_holding, sent_unconfirmed) = match self.unhold(&key) {
             Some(h) => (
-                h.route.holders.keys().filter(|p| **p != to).count(),
-                h.route.tried.len(),
+                h.route.holders().filter(|(p, _)| **p != to).count(),
+                h.route.tried_count(),
             ),
             None => (0, 0),
         };

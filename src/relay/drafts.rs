@@ -89,13 +89,15 @@ impl Drafts {
 /// forgotten first beyond the cap.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyBook {
-    map: BTreeMap<Address, VerifyingKey>,
+    /// Boxed: a key is kept decompressed (about 190 bytes), and an
+    /// ordered map's node has room for 11 values whether it holds 1 or 11.
+    map: BTreeMap<Address, Box<VerifyingKey>>,
     order: VecDeque<Address>,
 }
 
 impl KeyBook {
     pub(crate) fn get(&self, a: &Address) -> Option<&VerifyingKey> {
-        self.map.get(a)
+        self.map.get(a).map(|k| &**k)
     }
 
     /// Remember `key` (under the address it hashes to). Returns whether it
@@ -113,7 +115,7 @@ impl KeyBook {
                 None => break,
             }
         }
-        self.map.insert(a, key);
+        self.map.insert(a, Box::new(key));
         self.order.push_back(a);
         true
     }

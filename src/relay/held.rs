@@ -27,7 +27,9 @@ pub(crate) struct Held {
 /// Every held message and its indices.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeldSet {
-    map: BTreeMap<MessageId, Held>,
+    /// Boxed: a held copy is about 500 bytes, and an ordered map's node
+    /// has room for 11 values whether it holds 1 or 11.
+    map: BTreeMap<MessageId, Box<Held>>,
     by_sender: BTreeMap<Address, usize>,
     by_recipient: BTreeMap<Address, BTreeSet<MessageId>>,
     /// Others' messages per source, by their recipient's distance from us.
@@ -48,11 +50,11 @@ impl HeldSet {
     }
 
     pub(crate) fn get(&self, id: &MessageId) -> Option<&Held> {
-        self.map.get(id)
+        self.map.get(id).map(|h| &**h)
     }
 
     pub(crate) fn get_mut(&mut self, id: &MessageId) -> Option<&mut Held> {
-        self.map.get_mut(id)
+        self.map.get_mut(id).map(|h| &mut **h)
     }
 
     pub(crate) fn contains(&self, id: &MessageId) -> bool {
@@ -60,7 +62,7 @@ impl HeldSet {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&MessageId, &Held)> {
-        self.map.iter()
+        self.map.iter().map(|(id, h)| (id, &**h))
     }
 
     /// Others' messages held from `sender`.
@@ -117,11 +119,11 @@ impl HeldSet {
             let new = group.len();
             self.resize(held.source, old, new);
         }
-        self.map.insert(id, held);
+        self.map.insert(id, Box::new(held));
     }
 
     pub(crate) fn remove(&mut self, me: &Address, id: &MessageId) -> Option<Held> {
-        let held = self.map.remove(id)?;
+        let held = *self.map.remove(id)?;
         self.bytes = self.bytes.saturating_sub(held.envelope.body().len());
         let r = held.envelope.recipient();
         if let Some(set) = self.by_recipient.get_mut(&r) {

@@ -772,8 +772,8 @@ impl Relay {
         let to = o.envelope.recipient();
         let (relays, direct) = match self.held.get(&id) {
             Some(h) => (
-                h.route.holders.keys().filter(|p| **p != to).count(),
-                h.route.holders.contains_key(&to),
+                h.route.holders().filter(|(p, _)| **p != to).count(),
+                h.route.is_holder(&to),
             ),
             None => (0, false),
         };
@@ -829,13 +829,20 @@ impl Relay {
         }
         self.touch(Table::Held, id);
         let (envelope, own, failures) = match self.held.get(&id) {
-            Some(h) => (h.envelope.clone(), h.own, h.route.failures.clone()),
+            Some(h) => (
+                h.envelope.clone(),
+                h.own,
+                picks
+                    .iter()
+                    .map(|(c, _)| h.route.has_failed(&c.id))
+                    .collect::<Vec<bool>>(),
+            ),
             None => return Vec::new(),
         };
         let mut sent = Vec::with_capacity(picks.len());
-        for (c, hops_left) in picks {
+        for ((c, hops_left), failed) in picks.into_iter().zip(failures) {
             sent.push(c.id);
-            if offer && c.id != envelope.recipient() && !failures.contains_key(&c.id) {
+            if offer && c.id != envelope.recipient() && !failed {
                 self.act(Action::Request {
                     to: c,
                     body: Body::Offer { ids: vec![id] },
@@ -1262,7 +1269,7 @@ impl Relay {
             self.drop_if_surplus(&id);
             return;
         }
-        if !want || !h.route.tried.contains_key(&peer.id) {
+        if !want || !h.route.is_tried(&peer.id) {
             return;
         }
         let hops_left = h.route.hops_left.saturating_sub(1);
@@ -1687,7 +1694,7 @@ impl Relay {
             let wanted = contact.id == r
                 || (placed
                     && h.route.hops_left > 0
-                    && (h.route.holders.len() < k
+                    && (h.route.holder_count() < k
                         || h.route
                             .farthest_holder()
                             .is_some_and(|far| contact.id.distance(&r) < far)));

@@ -87,7 +87,7 @@ impl Relay {
                         .then_some(h.route.next_attempt)
                         .flatten()
                         .map(|at| at.saturating_duration_since(now)),
-                    holders: h.route.holders.values().copied().collect(),
+                    holders: h.route.holders().map(|(_, a)| *a).collect(),
                     bytes: e.body().len(),
                 }
             })

@@ -2,7 +2,6 @@
 //! inside a distance bound, spending a budget, with exponential backoff,
 //! remembering who holds a copy and whom it already tried.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -30,16 +29,29 @@ pub(crate) struct Route {
     pub(crate) backoff: Duration,
     /// When the next attempt is due.
     pub(crate) next_attempt: Option<Instant>,
-    /// Peers that confirmed holding a copy (or sent us one), and where.
-    pub(crate) holders: BTreeMap<Address, SocketAddr>,
-    /// Peers sent a copy whose answer is pending, or that refused it, or
-    /// that failed to answer too often.
-    pub(crate) tried: BTreeMap<Address, SocketAddr>,
-    /// Unanswered transmissions per peer: after `MAX_PEER_FAILURES` a peer
-    /// is not tried again, so silent peers cannot drain the budget.
-    pub(crate) failures: BTreeMap<Address, u8>,
+    /// What we know of each peer this route dealt with, sorted by address:
+    /// holders, peers tried, and unanswered transmissions. One small
+    /// vector instead of three ordered maps: a route deals with a few dozen
+    /// peers at most, and every held copy and routed ack has a route.
+    peers: Vec<Mark>,
     /// Copies go only to nodes nearer `target` than this (or to the target).
     pub(crate) bound: Distance,
+}
+
+/// One peer of a route.
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    id: Address,
+    /// Where it holds a copy, or where it was tried.
+    addr: SocketAddr,
+    /// It confirmed holding a copy (or sent us one).
+    holder: bool,
+    /// It was sent a copy whose answer is pending, or it refused it, or it
+    /// failed to answer too often. Never together with `holder`.
+    tried: bool,
+    /// Unanswered transmissions: after `MAX_PEER_FAILURES` the peer is not
+    /// tried again, so silent peers cannot drain the budget.
+    failures: u8,
 }
 
 impl Route {
@@ -56,16 +68,79 @@ impl Route {
             budget,
             backoff,
             next_attempt: None,
-            holders: BTreeMap::new(),
-            tried: BTreeMap::new(),
-            failures: BTreeMap::new(),
+            peers: Vec::new(),
             bound,
+        }
+    }
+
+    fn mark(&self, peer: &Address) -> Option<&Mark> {
+        let i = self.peers.binary_search_by(|m| m.id.cmp(peer)).ok()?;
+        Some(&self.peers[i])
+    }
+
+    /// Change what is known of `peer` (a new mark starts empty at `addr`)
+    /// and drop the mark if nothing is left in it.
+    fn update(&mut self, peer: &Address, addr: Option<SocketAddr>, f: impl FnOnce(&mut Mark)) {
+        let i = match (self.peers.binary_search_by(|m| m.id.cmp(peer)), addr) {
+            (Ok(i), _) => i,
+            (Err(i), Some(addr)) => {
+                self.peers.insert(
+                    i,
+                    Mark {
+                        id: *peer,
+                        addr,
+                        holder: false,
+                        tried: false,
+                        failures: 0,
+                    },
+                );
+                i
+            }
+            (Err(_), None) => return,
+        };
+        f(&mut self.peers[i]);
+        let m = self.peers[i];
+        if !m.holder && !m.tried && m.failures == 0 {
+            self.peers.remove(i);
         }
     }
 
     /// Whether `peer` holds a copy or was tried.
     pub(crate) fn knows(&self, peer: &Address) -> bool {
-        self.holders.contains_key(peer) || self.tried.contains_key(peer)
+        self.mark(peer).is_some_and(|m| m.holder || m.tried)
+    }
+
+    /// Whether `peer` confirmed holding a copy.
+    pub(crate) fn is_holder(&self, peer: &Address) -> bool {
+        self.mark(peer).is_some_and(|m| m.holder)
+    }
+
+    /// Whether `peer` was tried and has not answered or refused.
+    pub(crate) fn is_tried(&self, peer: &Address) -> bool {
+        self.mark(peer).is_some_and(|m| m.tried)
+    }
+
+    /// Whether a transmission to `peer` went unanswered.
+    pub(crate) fn has_failed(&self, peer: &Address) -> bool {
+        self.mark(peer).is_some_and(|m| m.failures > 0)
+    }
+
+    /// The peers known to hold a copy, by address, with their endpoints.
+    pub(crate) fn holders(&self) -> impl Iterator<Item = (&Address, &SocketAddr)> {
+        self.peers
+            .iter()
+            .filter(|m| m.holder)
+            .map(|m| (&m.id, &m.addr))
+    }
+
+    /// How many peers are known to hold a copy.
+    pub(crate) fn holder_count(&self) -> usize {
+        self.peers.iter().filter(|m| m.holder).count()
+    }
+
+    /// How many peers were tried and have not answered or refused.
+    pub(crate) fn tried_count(&self) -> usize {
+        self.peers.iter().filter(|m| m.tried).count()
     }
 
     /// Choose from `candidates` the peers to send a copy to now (protocol.md
@@ -86,7 +161,10 @@ impl Route {
                 }
                 self.budget -= 1;
             }
-            self.tried.insert(c.id, c.addr);
+            self.update(&c.id, Some(c.addr), |m| {
+                m.tried = true;
+                m.addr = c.addr;
+            });
             let hops = if is_target {
                 0
             } else {
@@ -100,7 +178,9 @@ impl Route {
     /// Forget that `peer` was tried, so a later attempt may try it again;
     /// with `refund`, the transmission did not count against the budget.
     pub(crate) fn untry(&mut self, peer: &Address, refund: bool) {
-        if self.tried.remove(peer).is_some() && refund && *peer != self.target {
+        let mut was_tried = false;
+        self.update(peer, None, |m| was_tried = std::mem::take(&mut m.tried));
+        if was_tried && refund && *peer != self.target {
             self.budget = self.budget.saturating_add(1);
         }
     }
@@ -108,37 +188,47 @@ impl Route {
     /// A transmission to `peer` went unanswered: try it again later, but
     /// not after `MAX_PEER_FAILURES` of them.
     pub(crate) fn failed(&mut self, peer: &Address) {
-        let n = self.failures.entry(*peer).or_insert(0);
-        *n = n.saturating_add(1);
-        if *n < MAX_PEER_FAILURES {
-            self.tried.remove(peer);
-        }
+        // A peer never tried nor holding starts a mark of its own; its
+        // endpoint is never read (it is neither holder nor tried).
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.update(peer, Some(unspecified), |m| {
+            m.failures = m.failures.saturating_add(1);
+            if m.failures < MAX_PEER_FAILURES {
+                m.tried = false;
+            }
+        });
     }
 
     /// Start over with `peer`: it reappeared (moved, or asked for its
     /// messages), so earlier attempts and failures no longer say anything.
     pub(crate) fn forget(&mut self, peer: &Address) {
-        self.tried.remove(peer);
-        self.failures.remove(peer);
+        self.update(peer, None, |m| {
+            m.tried = false;
+            m.failures = 0;
+        });
     }
 
     /// Record `peer` as holding a copy, within `cap` tracked peers.
     pub(crate) fn add_holder(&mut self, peer: Contact, cap: usize) {
-        if !self.holders.contains_key(&peer.id) && self.holders.len() + self.tried.len() >= cap {
+        let counted = self.peers.iter().filter(|m| m.holder || m.tried).count();
+        if !self.is_holder(&peer.id) && counted >= cap {
             return;
         }
-        self.tried.remove(&peer.id);
-        self.holders.insert(peer.id, peer.addr);
+        self.update(&peer.id, Some(peer.addr), |m| {
+            m.tried = false;
+            m.holder = true;
+            m.addr = peer.addr;
+        });
     }
 
     /// Every peer known to hold or to have been sent a copy, with its endpoint.
     pub(crate) fn known_peers(&self) -> Vec<Contact> {
-        self.holders
-            .iter()
-            .chain(self.tried.iter())
-            .map(|(id, addr)| Contact {
-                id: *id,
-                addr: *addr,
+        let holders = self.peers.iter().filter(|m| m.holder);
+        holders
+            .chain(self.peers.iter().filter(|m| m.tried))
+            .map(|m| Contact {
+                id: m.id,
+                addr: m.addr,
             })
             .collect()
     }
@@ -146,15 +236,14 @@ impl Route {
     /// Known holders strictly closer to the target than `me`.
     pub(crate) fn closer_holders(&self, me: &Address) -> usize {
         let mine = me.distance(&self.target);
-        self.holders
-            .keys()
-            .filter(|h| h.distance(&self.target) < mine)
+        self.holders()
+            .filter(|(h, _)| h.distance(&self.target) < mine)
             .count()
     }
 
     /// The farthest known holder's distance to the target.
     pub(crate) fn farthest_holder(&self) -> Option<Distance> {
-        self.holders.keys().map(|h| h.distance(&self.target)).max()
+        self.holders().map(|(h, _)| h.distance(&self.target)).max()
     }
 
     /// Set the next attempt `factor` × backoff from `now` and double the

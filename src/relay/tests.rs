@@ -1491,14 +1491,7 @@ fn relays_offer_ids_before_bodies_and_learn_holders_from_the_answers() {
     // One holds it already: a holder learned, no Store.
     h.run(|r, ctx| r.on_offered(ctx, ns[1], id, false, true));
     assert!(stores(&h.take()).is_empty());
-    assert!(h
-        .relay
-        .held
-        .get(&id)
-        .unwrap()
-        .route
-        .holders
-        .contains_key(&ns[1].id));
+    assert!(h.relay.held.get(&id).unwrap().route.is_holder(&ns[1].id));
     // One leaves the offer unanswered: the next attempt sends the Store
     // itself (it may be a node that does not know Offer).
     h.run(|r, _| r.store_failed(&ns[2].id, id, false));
@@ -1559,7 +1552,7 @@ fn an_offer_is_answered_with_what_is_wanted_held_or_acknowledged() {
     // The offerer of a held copy is a holder now; the acknowledged one's
     // offerer gets the ack, purge only.
     let route = &h.relay.held.get(&held.id()).unwrap().route;
-    assert!(route.holders.contains_key(&offerer.id));
+    assert!(route.is_holder(&offerer.id));
     assert_eq!(acks(&h.take()), vec![(offerer.id, 0)]);
     // An unverified offerer learns nothing it could not claim itself.
     h.peers.unverified.insert(offerer.id);
