@@ -591,6 +591,40 @@ pub fn contact_to_proto(c: &Contact) -> proto::Contact {
     }
 }
 
+/// The schema form of a list of contacts. Their ids and addresses are
+/// copied into one buffer and each field is a slice of it: a `Nodes` reply
+/// costs two allocations instead of two per contact, and encoding (which
+/// clones every `Bytes` field) only bumps a reference count.
+pub fn contacts_to_proto(contacts: &[Contact]) -> Vec<proto::Contact> {
+    let mut buf = Vec::with_capacity(contacts.len() * 36);
+    for c in contacts {
+        buf.extend_from_slice(&c.id.0);
+        match c.addr.ip() {
+            IpAddr::V4(v4) => buf.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => buf.extend_from_slice(&v6.octets()),
+        }
+    }
+    let all = Bytes::from(buf);
+    let mut at = 0;
+    contacts
+        .iter()
+        .map(|c| {
+            let ip_len = if c.addr.is_ipv4() { 4 } else { 16 };
+            let id = all.slice(at..at + crate::address::ADDRESS_LEN);
+            let ip_at = at + crate::address::ADDRESS_LEN;
+            let ip = all.slice(ip_at..ip_at + ip_len);
+            at = ip_at + ip_len;
+            proto::Contact {
+                id,
+                endpoint: Some(proto::Endpoint {
+                    ip,
+                    port: u32::from(c.addr.port()),
+                }),
+            }
+        })
+        .collect()
+}
+
 /// The schema form of an endpoint.
 pub fn endpoint(addr: &SocketAddr) -> proto::Endpoint {
     let ip = match addr.ip() {
@@ -952,7 +986,7 @@ fn packet_to_proto(p: &Packet) -> proto::Packet {
             token,
         } => B::Record(proto::Record {
             record: record.as_deref().map(record_to_proto),
-            contacts: contacts.iter().map(contact_to_proto).collect(),
+            contacts: contacts_to_proto(contacts),
             token: token
                 .map(|t| Bytes::copy_from_slice(&t))
                 .unwrap_or_default(),
@@ -983,7 +1017,7 @@ fn packet_to_proto(p: &Packet) -> proto::Packet {
             target: Bytes::copy_from_slice(&target.0),
         }),
         Body::Nodes { contacts } => B::Nodes(proto::Nodes {
-            contacts: contacts.iter().map(contact_to_proto).collect(),
+            contacts: contacts_to_proto(contacts),
         }),
     };
     proto::Packet {
@@ -1019,6 +1053,15 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    #[test]
+    fn contacts_sliced_from_one_buffer_match_one_by_one() {
+        for n in [0, 1, 2, 7, 8] {
+            let contacts = sample_contacts(n);
+            let one_by_one: Vec<proto::Contact> = contacts.iter().map(contact_to_proto).collect();
+            assert_eq!(contacts_to_proto(&contacts), one_by_one);
+        }
     }
 
     fn all_bodies() -> Vec<Body> {
