@@ -30,33 +30,31 @@ pub(crate) fn be_words(b: &[u8; ADDRESS_LEN]) -> (u64, u64, u32) {
     (w(0), w(8), u32::from_be_bytes(lo))
 }
 
-impl Ord for Address {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        be_words(&self.0).cmp(&be_words(&other.0))
-    }
+/// Order a 20-byte newtype as a big-endian integer, by [`be_words`] (the
+/// same order as its bytes', without a `memcmp` call).
+macro_rules! big_endian_order {
+    ($t:ty) => {
+        impl Ord for $t {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                be_words(&self.0).cmp(&be_words(&other.0))
+            }
+        }
+
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+    };
 }
 
-impl PartialOrd for Address {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
+big_endian_order!(Address);
 
 /// XOR distance between two addresses; compares as a big-endian integer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Distance(pub [u8; ADDRESS_LEN]);
 
-impl Ord for Distance {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        be_words(&self.0).cmp(&be_words(&other.0))
-    }
-}
-
-impl PartialOrd for Distance {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
+big_endian_order!(Distance);
 
 /// Why a text could not be read as an address.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -20,6 +20,26 @@ pub(crate) fn trim<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
     }
 }
 
+/// Remove the `n` entries of `map` whose `last_seen` is oldest, ties broken
+/// by key so that the choice does not depend on the map's order. Linear in
+/// the map's size; callers drop an eighth of their cap at a time, so the
+/// cost per new key stays constant even under a flood of new keys.
+pub(crate) fn evict_oldest<K: Eq + Hash + Ord + Copy, V>(
+    map: &mut HashMap<K, V>,
+    n: usize,
+    last_seen: impl Fn(&V) -> Instant,
+) {
+    let n = n.min(map.len());
+    if n == 0 {
+        return;
+    }
+    let mut ages: Vec<(Instant, K)> = map.iter().map(|(k, v)| (last_seen(v), *k)).collect();
+    ages.select_nth_unstable(n - 1);
+    for (_, k) in &ages[..n] {
+        map.remove(k);
+    }
+}
+
 /// Rate and burst of one kind of bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rate {
@@ -72,15 +92,8 @@ impl<K: Ord + Hash + Copy> TokenBuckets<K> {
         if self.buckets.len() + batch <= self.cap {
             return;
         }
-        let mut ages: Vec<(Instant, K)> = self.buckets.iter().map(|(k, v)| (v.1, *k)).collect();
-        let drop = (self.buckets.len() + batch - self.cap).min(ages.len());
-        if drop == 0 {
-            return;
-        }
-        ages.select_nth_unstable(drop - 1);
-        for (_, k) in &ages[..drop] {
-            self.buckets.remove(k);
-        }
+        let drop = self.buckets.len() + batch - self.cap;
+        evict_oldest(&mut self.buckets, drop, |v| v.1);
     }
 
     /// Forget the buckets that have refilled completely.

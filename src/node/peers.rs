@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
-use crate::limits::trim;
+use crate::limits::{evict_oldest, trim};
 use crate::relay::Peers;
 use crate::routing::RoutingTable;
 use crate::wire::Contact;
@@ -162,15 +162,7 @@ impl Unproven {
             // The eighth idle longest (ties by endpoint, so the choice
             // does not depend on the map's order): amortised, a constant
             // cost per new endpoint even under a flood of spoofed ones.
-            let mut idle: Vec<(Instant, SocketAddr)> =
-                self.map.iter().map(|(a, e)| (e.2, *a)).collect();
-            let drop = (UNPROVEN_CAP / 8).min(idle.len());
-            if drop > 0 {
-                idle.select_nth_unstable(drop - 1);
-                for (_, a) in &idle[..drop] {
-                    self.map.remove(a);
-                }
-            }
+            evict_oldest(&mut self.map, UNPROVEN_CAP / 8, |e| e.2);
         }
         let e = self.map.entry(from).or_insert((0, 0, now));
         e.0 = e.0.saturating_add(n as u64);

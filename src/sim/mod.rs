@@ -152,7 +152,6 @@ pub struct Sim {
     now: Instant,
     rng: StdRng,
     nodes: Vec<Box<SimNode>>,
-    by_addr: HashMap<SocketAddr, usize>,
     queue: BinaryHeap<Scheduled>,
     /// The actions of the queued entries, by slot; `None` in a free slot.
     actions: Vec<Option<Action>>,
@@ -223,7 +222,6 @@ impl Sim {
             start,
             now: start,
             nodes: Vec::new(),
-            by_addr: HashMap::new(),
             queue: BinaryHeap::new(),
             actions: Vec::new(),
             free: Vec::new(),
@@ -304,6 +302,26 @@ impl Sim {
         self.add_node_as(config, identity)
     }
 
+    /// Node `i`'s address: 10.x.y.1:4000, one /24 per node.
+    fn addr_of(i: usize) -> SocketAddr {
+        let net = i as u32 + (10 << 16);
+        SocketAddr::from(([(net >> 16) as u8, (net >> 8) as u8, net as u8, 1], 4000))
+    }
+
+    /// The node at `addr`, if any: the inverse of [`Sim::addr_of`], with no
+    /// map to hash into on every datagram.
+    fn index_at(&self, addr: &SocketAddr) -> Option<usize> {
+        let SocketAddr::V4(a) = addr else {
+            return None;
+        };
+        let ip = u32::from(*a.ip());
+        if a.port() != 4000 || ip & 0xff != 1 {
+            return None;
+        }
+        let i = ((ip >> 8) as usize).checked_sub(10 << 16)?;
+        (i < self.nodes.len()).then_some(i)
+    }
+
     fn add_node_as(&mut self, config: Config, identity: Identity) -> usize {
         let i = self.nodes.len();
         let mut node = match Node::new(config.clone(), identity.clone(), self.rng.gen(), self.now) {
@@ -313,10 +331,8 @@ impl Sim {
         // One /24 per node (10.0.0.0 upwards: 10.x.y.1), as on the
         // internet, so the per-network limits (§7.6) see every node as a
         // network of its own.
-        let net = i as u32 + (10 << 16);
-        let addr = SocketAddr::from(([(net >> 16) as u8, (net >> 8) as u8, net as u8, 1], 4000));
+        let addr = Sim::addr_of(i);
         node.set_local_addr(addr);
-        self.by_addr.insert(addr, i);
         self.nodes.push(Box::new(SimNode {
             behaviour: Behaviour::Honest,
             loot: Vec::new(),
@@ -414,7 +430,7 @@ impl Sim {
             .table()
             .buckets()
             .flat_map(|(_, b)| b.entries.iter())
-            .filter_map(|e| self.by_addr.get(&e.contact.addr).copied())
+            .filter_map(|e| self.index_at(&e.contact.addr))
             .collect()
     }
 
@@ -689,7 +705,7 @@ impl Sim {
                 hops_left: 4,
             },
         });
-        if let Some(&j) = self.by_addr.get(&from) {
+        if let Some(j) = self.index_at(&from) {
             let at = self.now + self.latency(i, j);
             let me = self.nodes[i].addr;
             self.schedule(
@@ -826,7 +842,7 @@ impl Sim {
         }
         while let Some(t) = self.nodes[i].node.poll_transmit() {
             self.stats.sent += 1;
-            let Some(&to) = self.by_addr.get(&t.to) else {
+            let Some(to) = self.index_at(&t.to) else {
                 self.stats.unreachable += 1;
                 continue;
             };
@@ -995,5 +1011,31 @@ impl Sim {
         ids.sort_by_key(|a| a.distance(target));
         ids.truncate(k);
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_map_back_to_their_nodes_and_nothing_else_does() {
+        let mut sim = Sim::new(SimConfig::default());
+        for _ in 0..300 {
+            sim.add_node(Config::default());
+        }
+        for i in 0..300 {
+            assert_eq!(sim.index_at(&sim.addr(i)), Some(i));
+        }
+        for other in [
+            "10.1.44.1:4000",   // the address node 300 would have
+            "10.0.0.2:4000",    // not .1
+            "10.0.0.1:4001",    // another port
+            "9.255.255.1:4000", // below the first
+            "[::1]:4000",
+        ] {
+            let addr: SocketAddr = other.parse().expect("test address");
+            assert_eq!(sim.index_at(&addr), None, "{other}");
+        }
     }
 }
