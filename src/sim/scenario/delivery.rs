@@ -291,16 +291,29 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
             })
             .map(|(j, _)| j)
             .collect();
+        // Messages whose recipient is back and which it has not shown yet:
+        // the receipt starts the purge clock, so it is looked for as
+        // finely (every 100 ms for a minute after the return, then every
+        // second for an hour); otherwise the first check after a receipt
+        // could come as late as the next churn step or sample, and the
+        // purge time would include that wait.
+        let since_return = |m: &Msg| {
+            m.return_ms
+                .filter(|&r| m.id.is_some() && m.received_ms.is_none() && r <= now_ms)
+                .map(|r| now_ms - r)
+        };
+        let awaited: Vec<u64> = sched.msgs.iter().filter_map(since_return).collect();
         let fine = purging.iter().any(|&j| {
             sched.msgs[j]
                 .received_ms
                 .is_some_and(|t| now_ms < t + 10_000)
-        });
+        }) || awaited.iter().any(|&d| d < 60_000);
+        let watching = !purging.is_empty() || awaited.iter().any(|&d| d < 3_600_000);
         let mut next = end_ms.min(next_sample);
         if let Some(&(t, _)) = steps.peek() {
             next = next.min(t);
         }
-        if !purging.is_empty() {
+        if watching {
             next = next.min(now_ms + if fine { 100 } else { 1000 });
         }
         sim.run_until(base + Duration::from_millis(next));
