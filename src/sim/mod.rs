@@ -173,6 +173,9 @@ pub struct Sim {
     copies: HashMap<MessageId, Vec<u32>>,
     /// The most nodes that held each message at once.
     peak_copies: HashMap<MessageId, usize>,
+    /// When each message was first written to an inbox (its recipient
+    /// stored it, and acknowledges it from then on).
+    stored_at: HashMap<MessageId, Instant>,
 }
 
 /// Fold `word` into the running trace hash `h` (a multiply-xorshift mix:
@@ -233,6 +236,7 @@ impl Sim {
             trace: 0,
             copies: HashMap::new(),
             peak_copies: HashMap::new(),
+            stored_at: HashMap::new(),
         }
     }
 
@@ -744,6 +748,13 @@ impl Sim {
         self.peak_copies.get(id).copied().unwrap_or(0)
     }
 
+    /// When message `id` first reached an inbox: its recipient stored it
+    /// (durably, before acknowledging it), which may be seconds before the
+    /// user is shown it (the catch-up window, protocol.md §12).
+    pub fn stored_at(&self, id: &MessageId) -> Option<Instant> {
+        self.stored_at.get(id).copied()
+    }
+
     /// Indices of every node holding message `id`, found by asking each
     /// node (slow: for checking [`Sim::all_holders`]).
     pub fn scan_holders(&self, id: &MessageId) -> Vec<usize> {
@@ -827,6 +838,12 @@ impl Sim {
                 let (held, key) = match op {
                     Op::Put(Table::Held, k, _) => (true, k),
                     Op::Delete(Table::Held, k) => (false, k),
+                    Op::Put(Table::Inbox, k, _) => {
+                        if let Some(id) = id_of_key(k) {
+                            self.stored_at.entry(id).or_insert(self.now);
+                        }
+                        continue;
+                    }
                     _ => continue,
                 };
                 if let Some(id) = id_of_key(key) {

@@ -147,11 +147,15 @@ struct Msg {
     return_ms: Option<u64>,
     sender: Option<usize>,
     id: Option<MessageId>,
+    /// When its recipient showed it.
     received_ms: Option<u64>,
+    /// When its recipient stored it and acknowledged it: before it is
+    /// shown, by up to the catch-up window (protocol.md §12).
+    stored_ms: Option<u64>,
     acked_ms: Option<u64>,
-    /// When no online node held it any more after the receipt.
+    /// When no online node held it any more after it was stored.
     purged_ms: Option<u64>,
-    /// Copies on online nodes one minute after the receipt.
+    /// Copies on online nodes one minute after it was stored.
     online_after_ack: Option<usize>,
 }
 
@@ -225,6 +229,7 @@ fn schedule(p: &Params, n: usize, purge: bool, ttl_ms: u64) -> Schedule {
             sender: None,
             id: None,
             received_ms: None,
+            stored_ms: None,
             acked_ms: None,
             purged_ms: None,
             online_after_ack: None,
@@ -279,36 +284,28 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
     let mut rng = StdRng::seed_from_u64(p.seed ^ 0x7365_6e64);
     let mut now_ms = 0u64;
     loop {
-        // Messages received less than an hour ago whose copies are watched:
-        // every 100 ms for ten seconds, then every second.
-        let purging: Vec<usize> = sched
-            .msgs
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| {
-                m.received_ms.is_some_and(|t| now_ms < t + 3_600_000)
-                    && (m.purged_ms.is_none() || m.online_after_ack.is_none())
-            })
-            .map(|(j, _)| j)
-            .collect();
-        // Messages whose recipient is back and which it has not shown yet:
-        // the receipt starts the purge clock, so it is looked for as
-        // finely (every 100 ms for a minute after the return, then every
-        // second for an hour); otherwise the first check after a receipt
-        // could come as late as the next churn step or sample, and the
-        // purge time would include that wait.
+        // Copies are watched from when the recipient stored the message
+        // (and sent its ack) for an hour: every 100 ms for ten seconds,
+        // then every second. A message whose recipient is back but has not
+        // stored it yet is waited for as finely (100 ms for a minute after
+        // the return, then every second for an hour), so that the purge
+        // clock starts at the store and not at the next churn step.
+        let watched = |m: &Msg| {
+            m.stored_ms.is_some_and(|t| now_ms < t + 3_600_000)
+                && (m.purged_ms.is_none() || m.online_after_ack.is_none())
+        };
         let since_return = |m: &Msg| {
             m.return_ms
-                .filter(|&r| m.id.is_some() && m.received_ms.is_none() && r <= now_ms)
+                .filter(|&r| m.id.is_some() && m.stored_ms.is_none() && r <= now_ms)
                 .map(|r| now_ms - r)
         };
         let awaited: Vec<u64> = sched.msgs.iter().filter_map(since_return).collect();
-        let fine = purging.iter().any(|&j| {
-            sched.msgs[j]
-                .received_ms
-                .is_some_and(|t| now_ms < t + 10_000)
-        }) || awaited.iter().any(|&d| d < 60_000);
-        let watching = !purging.is_empty() || awaited.iter().any(|&d| d < 3_600_000);
+        let fine = sched
+            .msgs
+            .iter()
+            .any(|m| watched(m) && m.stored_ms.is_some_and(|t| now_ms < t + 10_000))
+            || awaited.iter().any(|&d| d < 60_000);
+        let watching = sched.msgs.iter().any(watched) || awaited.iter().any(|&d| d < 3_600_000);
         let mut next = end_ms.min(next_sample);
         if let Some(&(t, _)) = steps.peek() {
             next = next.min(t);
@@ -336,9 +333,23 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
                 _ => {}
             }
         }
+        for m in sched.msgs.iter_mut() {
+            if let (None, Some(id)) = (m.stored_ms, m.id) {
+                m.stored_ms = sim
+                    .stored_at(&id)
+                    .map(|at| at.saturating_duration_since(base).as_millis() as u64);
+            }
+        }
+        let purging: Vec<usize> = (0..sched.msgs.len())
+            .filter(|&j| {
+                let m = &sched.msgs[j];
+                m.stored_ms.is_some_and(|t| now_ms < t + 3_600_000)
+                    && (m.purged_ms.is_none() || m.online_after_ack.is_none())
+            })
+            .collect();
         for &j in &purging {
             let Some(id) = sched.msgs[j].id else { continue };
-            let Some(got) = sched.msgs[j].received_ms else {
+            let Some(got) = sched.msgs[j].stored_ms else {
                 continue;
             };
             let minute = now_ms >= got + 60_000 && sched.msgs[j].online_after_ack.is_none();
@@ -442,7 +453,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
         .collect();
     let purge_s: Vec<f64> = msgs
         .iter()
-        .filter_map(|m| Some((m.purged_ms? - m.received_ms?) as f64 / 1000.0))
+        .filter_map(|m| Some((m.purged_ms? - m.stored_ms?) as f64 / 1000.0))
         .collect();
     let left_after: Vec<f64> = msgs
         .iter()
@@ -535,7 +546,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
         ),
         ("ack transfers", acks.to_string()),
         (
-            "time until no online node holds a copy after receipt, p50 / p95 / max",
+            "time until no online node holds a copy after the recipient stored it (and acked), p50 / p95 / max",
             format!(
                 "{:.1} s / {:.1} s / {:.1} s ({} of {delivered})",
                 quantile(&purge_s, 0.5),
@@ -545,7 +556,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
             ),
         ),
         (
-            "online copies 1 min after receipt, mean / max",
+            "online copies 1 min after the recipient stored it, mean / max",
             format!(
                 "{:.2} / {:.0}",
                 mean(&left_after),
