@@ -212,26 +212,13 @@ impl Lookup {
         let mut side_target = self.target;
         let byte = crate::address::ADDRESS_LEN - 1 - bucket / 8;
         side_target.0[byte] ^= 1 << (bucket % 8);
-        // An answered candidate inside the subtree knows its contacts past
-        // the dead ones; the one of the earliest round (then the nearest)
-        // adds the fewest sequential steps. Failing that, the answered
-        // candidate nearest the side target.
-        let inside = |c: &&Candidate| {
-            c.contact
-                .id
-                .distance(&side_target)
-                .bucket_index()
-                .map_or(true, |b| b < bucket)
-        };
-        let succeeded = || {
-            self.candidates
-                .values()
-                .filter(|c| c.state == State::Succeeded)
-        };
-        let asked = succeeded()
-            .filter(inside)
-            .min_by_key(|c| (c.round, c.contact.id.distance(&side_target)))
-            .or_else(|| succeeded().min_by_key(|c| c.contact.id.distance(&side_target)))?;
+        // The answered candidate nearest the side target: inside the
+        // subtree it knows that subtree best.
+        let asked = self
+            .candidates
+            .values()
+            .filter(|c| c.state == State::Succeeded)
+            .min_by_key(|c| c.contact.id.distance(&side_target))?;
         Some((asked.contact, side_target, asked.round + 1))
     }
 
@@ -633,33 +620,6 @@ mod tests {
         assert_eq!(lookup.result().closest, vec![c(3), c(4)]);
         assert_eq!(lookup.result().rpcs, 6);
         assert_eq!(lookup.in_flight(), 0);
-    }
-
-    #[test]
-    fn a_side_query_goes_to_the_earliest_answer_inside_its_subtree() {
-        // c(5) is a seed (round 1) and names c(4) (round 2); both lie in
-        // the k-th's subtree (154), c(4) nearer the side target 0x04.
-        let target = Address([0; 20]);
-        let mut lookup = Lookup::new(target, ME, vec![c(1), c(5)], 2, 3, 16);
-        lookup.widen(1);
-        assert_eq!(lookup.next_queries(), vec![c(1), c(5)]);
-        lookup.on_failure(&c(1).id);
-        lookup.on_response(&c(5).id, &[c(4)], &ME);
-        assert_eq!(lookup.next_queries(), vec![c(4)]);
-        lookup.on_response(&c(4).id, &[], &ME);
-        // The side query asks c(5), one round earlier than c(4): the
-        // contacts it brings are asked at round 3, not 4.
-        assert_eq!(lookup.next_queries(), vec![c(5)]);
-        let mut side = [0u8; 20];
-        side[0] = 4;
-        assert_eq!(lookup.query_target(&c(5).id), Address(side));
-        assert_eq!(lookup.result().rounds, 2);
-        lookup.on_response(&c(5).id, &[c(3)], &ME);
-        assert_eq!(lookup.next_queries(), vec![c(3)]);
-        lookup.on_response(&c(3).id, &[], &ME);
-        assert!(lookup.is_finished());
-        assert_eq!(lookup.result().rounds, 3);
-        assert_eq!(lookup.result().closest, vec![c(3), c(4)]);
     }
 
     #[test]
