@@ -159,6 +159,16 @@ struct Msg {
     online_after_ack: Option<usize>,
 }
 
+impl Msg {
+    /// Whether its copies are watched at `now_ms`: stored (and acked) by
+    /// its recipient less than an hour ago, and the purge or the
+    /// one-minute count not yet taken.
+    fn watched_at(&self, now_ms: u64) -> bool {
+        self.stored_ms.is_some_and(|t| now_ms < t + 3_600_000)
+            && (self.purged_ms.is_none() || self.online_after_ack.is_none())
+    }
+}
+
 /// The churn and message schedule, fixed by the seed before the run.
 struct Schedule {
     steps: Vec<(u64, Step)>,
@@ -290,10 +300,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
         // stored it yet is waited for as finely (100 ms for a minute after
         // the return, then every second for an hour), so that the purge
         // clock starts at the store and not at the next churn step.
-        let watched = |m: &Msg| {
-            m.stored_ms.is_some_and(|t| now_ms < t + 3_600_000)
-                && (m.purged_ms.is_none() || m.online_after_ack.is_none())
-        };
+        let watched = |m: &Msg| m.watched_at(now_ms);
         let since_return = |m: &Msg| {
             m.return_ms
                 .filter(|&r| m.id.is_some() && m.stored_ms.is_none() && r <= now_ms)
@@ -341,11 +348,7 @@ pub(super) fn run(p: &Params, progress: Progress<'_>, purge: bool) -> Report {
             }
         }
         let purging: Vec<usize> = (0..sched.msgs.len())
-            .filter(|&j| {
-                let m = &sched.msgs[j];
-                m.stored_ms.is_some_and(|t| now_ms < t + 3_600_000)
-                    && (m.purged_ms.is_none() || m.online_after_ack.is_none())
-            })
+            .filter(|&j| sched.msgs[j].watched_at(now_ms))
             .collect();
         for &j in &purging {
             let Some(id) = sched.msgs[j].id else { continue };
