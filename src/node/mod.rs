@@ -1745,12 +1745,12 @@ impl Node {
                         .deadline(now, txid, &mut self.timers, &mut self.sink);
                     self.flush_sink();
                     match outcome {
+                        Some(Deadline::Soft) => self.soft_timeout(now, txid),
                         Some(Deadline::Retransmitted) => self.stats.retransmits += 1,
                         Some(Deadline::Failed(rpc)) => self.rpc_failed(now, rpc),
                         None => {}
                     }
                 }
-                Timer::Soft(txid) => self.soft_timeout(now, txid),
                 Timer::Relay(key) => {
                     with_relay!(self, now, |relay, ctx| relay.on_timer(&ctx, key));
                 }
@@ -1771,7 +1771,7 @@ impl Node {
     }
 
     fn soft_timeout(&mut self, now: Instant, txid: TxId) {
-        let Some(rpc) = self.rpcs.mark_slow(txid) else {
+        let Some(rpc) = self.rpcs.open_rpc(txid) else {
             return;
         };
         self.stats.soft_timeouts += 1;

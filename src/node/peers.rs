@@ -2,7 +2,8 @@
 //! proved their key but found no slot, recent lookup results, and the view
 //! of both that the relay is given.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::limits::FastMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -140,7 +141,7 @@ impl LookupCache {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Unproven {
     /// Bytes in, bytes out, and the last time either changed.
-    map: HashMap<SocketAddr, (u64, u64, Instant)>,
+    map: FastMap<SocketAddr, (u64, u64, Instant)>,
 }
 
 /// What we may send an unproven endpoint, as a multiple of what it sent.

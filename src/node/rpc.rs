@@ -5,7 +5,8 @@
 //! It owns no socket and no clock: the node hands it prepared requests, the
 //! current time, the timer table and a sink for datagrams.
 
-use std::collections::{HashMap, VecDeque};
+use crate::limits::FastMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,13 @@ pub(crate) struct Rpc {
     retransmitted: bool,
     /// Its soft timeout passed before it was answered.
     pub(crate) slow: bool,
+    /// Its timer is set for the soft timeout; the retransmission deadline
+    /// (`hard_at`) comes after. One timer per request, moved from one to
+    /// the other, instead of two: most requests are answered before
+    /// either, and each timer costs a heap push and a map entry.
+    soft_pending: bool,
+    /// When to retransmit or fail it.
+    hard_at: Option<Instant>,
     /// It serves this node's own user (see [`Purpose::own`]).
     pub(crate) own: bool,
     /// Its round trip, once answered without a retransmission (Karn: a
@@ -112,6 +120,8 @@ impl Rpc {
             retries_left: 0,
             retransmitted: false,
             slow: false,
+            soft_pending: false,
+            hard_at: None,
             own: purpose.own(),
             rtt: None,
         }
@@ -202,6 +212,8 @@ impl RecentRtts {
 
 /// What a request's deadline led to.
 pub(crate) enum Deadline {
+    /// Its soft timeout passed: whoever waits on it may stop waiting.
+    Soft,
     /// Sent again.
     Retransmitted,
     /// No answer after every retry: the request failed.
@@ -211,15 +223,15 @@ pub(crate) enum Deadline {
 /// The request layer.
 #[derive(Debug)]
 pub(crate) struct Rpcs {
-    open: HashMap<TxId, Rpc>,
-    waiting: HashMap<TxId, Rpc>,
+    open: FastMap<TxId, Rpc>,
+    waiting: FastMap<TxId, Rpc>,
     /// Waiting requests of the node's own user, then the others'.
     queue: VecDeque<TxId>,
     queue_others: VecDeque<TxId>,
     /// Open requests that serve others.
     open_others: usize,
-    per_endpoint: HashMap<SocketAddr, u32>,
-    late: HashMap<TxId, (Rpc, Instant)>,
+    per_endpoint: FastMap<SocketAddr, u32>,
+    late: FastMap<TxId, (Rpc, Instant)>,
     late_order: VecDeque<TxId>,
     rtt: Rtt,
     recent: RecentRtts,
@@ -234,13 +246,13 @@ pub(crate) struct Rpcs {
 impl Rpcs {
     pub(crate) fn new(c: &Config) -> Rpcs {
         Rpcs {
-            open: HashMap::new(),
-            waiting: HashMap::new(),
+            open: FastMap::default(),
+            waiting: FastMap::default(),
             queue: VecDeque::new(),
             queue_others: VecDeque::new(),
             open_others: 0,
-            per_endpoint: HashMap::new(),
-            late: HashMap::new(),
+            per_endpoint: FastMap::default(),
+            late: FastMap::default(),
             late_order: VecDeque::new(),
             rtt: Rtt::default(),
             recent: RecentRtts::default(),
@@ -352,13 +364,18 @@ impl Rpcs {
             self.open_others += 1;
         }
         sink.push((rpc.to, rpc.payload.clone()));
-        timers.set(Timer::Rpc(txid), now + self.timeout);
+        let hard = now + self.timeout;
+        rpc.hard_at = Some(hard);
+        rpc.soft_pending = false;
+        let mut first = hard;
         if rpc.purpose.wants_soft_timeout() {
             let soft = self.soft_timeout(&rpc.to);
             if soft < self.timeout {
-                timers.set(Timer::Soft(txid), now + soft);
+                rpc.soft_pending = true;
+                first = now + soft;
             }
         }
+        timers.set(Timer::Rpc(txid), first);
         self.open.insert(txid, rpc);
     }
 
@@ -427,7 +444,6 @@ impl Rpcs {
             self.open_others -= 1;
         }
         timers.cancel(&Timer::Rpc(txid));
-        timers.cancel(&Timer::Soft(txid));
         if let (false, Some(at)) = (rpc.retransmitted, rpc.sent_at) {
             let r = now.saturating_duration_since(at);
             self.rtt.sample(r);
@@ -439,7 +455,9 @@ impl Rpcs {
         Some(rpc)
     }
 
-    /// `txid`'s deadline passed: send it again, or fail it.
+    /// `txid`'s timer fired: its soft timeout passed (mark it slow and
+    /// wait on for the retransmission deadline), or that deadline passed
+    /// (send it again, or fail it).
     pub(crate) fn deadline(
         &mut self,
         now: Instant,
@@ -448,10 +466,17 @@ impl Rpcs {
         sink: &mut Vec<(SocketAddr, Bytes)>,
     ) -> Option<Deadline> {
         let rpc = self.open.get_mut(&txid)?;
+        if rpc.soft_pending {
+            rpc.soft_pending = false;
+            rpc.slow = true;
+            timers.set(Timer::Rpc(txid), rpc.hard_at.unwrap_or(now).max(now));
+            return Some(Deadline::Soft);
+        }
         if rpc.retries_left > 0 {
             rpc.retries_left -= 1;
             rpc.retransmitted = true;
             sink.push((rpc.to, rpc.payload.clone()));
+            rpc.hard_at = Some(now + self.timeout);
             timers.set(Timer::Rpc(txid), now + self.timeout);
             return Some(Deadline::Retransmitted);
         }
@@ -460,7 +485,6 @@ impl Rpcs {
         if !rpc.own {
             self.open_others -= 1;
         }
-        timers.cancel(&Timer::Soft(txid));
         self.release_endpoint(&rpc.to);
         if self.late_cap > 0 {
             // Entries go in deadline order: forget those past theirs, then
@@ -484,12 +508,9 @@ impl Rpcs {
         Some(Deadline::Failed(rpc))
     }
 
-    /// The open request `txid`, if it is still open, marked as past its
-    /// soft timeout.
-    pub(crate) fn mark_slow(&mut self, txid: TxId) -> Option<&Rpc> {
-        let rpc = self.open.get_mut(&txid)?;
-        rpc.slow = true;
-        Some(rpc)
+    /// The open request `txid`, if it is still open.
+    pub(crate) fn open_rpc(&self, txid: TxId) -> Option<&Rpc> {
+        self.open.get(&txid)
     }
 }
 
@@ -531,8 +552,14 @@ mod tests {
         r.answered(now, 1, &mut timers, &mut sink);
         assert_eq!(sink.len(), 3);
         assert_eq!(sink[2].0, rpc(3).to);
-        // A failure frees a slot too, after its retransmission.
+        // A failure frees a slot too, after its soft timeout and its
+        // retransmission (one timer, moved from each to the next).
         let later = now + Duration::from_secs(1);
+        assert!(matches!(
+            r.deadline(later, 2, &mut timers, &mut sink),
+            Some(Deadline::Soft)
+        ));
+        assert!(r.open_rpc(2).is_some_and(|rpc| rpc.slow));
         assert!(matches!(
             r.deadline(later, 2, &mut timers, &mut sink),
             Some(Deadline::Retransmitted)

@@ -5,8 +5,9 @@
 //! returns due keys in deadline order (ties in key order), so a run is
 //! deterministic.
 
+use crate::limits::FastMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::hash::Hash;
 use std::time::Instant;
 
@@ -16,10 +17,8 @@ use crate::relay::RouteKey;
 /// What a node's deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Timer {
-    /// Retransmit or fail request `txid`.
+    /// Request `txid`'s soft timeout, then its retransmission deadline.
     Rpc(u64),
-    /// Request `txid` has been open for the soft timeout.
-    Soft(u64),
     /// Next relay attempt of a held message or routed ack.
     Relay(RouteKey),
     /// Next bootstrap round.
@@ -43,7 +42,7 @@ pub(crate) enum Timer {
 #[derive(Clone, Debug)]
 pub(crate) struct TimerTable<K: Ord + Hash + Copy> {
     heap: BinaryHeap<Reverse<(Instant, K)>>,
-    by_key: HashMap<K, Instant>,
+    by_key: FastMap<K, Instant>,
 }
 
 /// Stale heap entries tolerated beyond the live ones before a rebuild.
@@ -53,7 +52,7 @@ impl<K: Ord + Hash + Copy> Default for TimerTable<K> {
     fn default() -> Self {
         TimerTable {
             heap: BinaryHeap::new(),
-            by_key: HashMap::new(),
+            by_key: FastMap::default(),
         }
     }
 }

@@ -5,8 +5,7 @@
 //! randomness comes from one seed, so the same seed replays the same run.
 //! The simulator calls exactly the API the tokio runtime calls.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use crate::limits::FastMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,8 +13,11 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+mod queue;
 pub mod report;
 pub mod scenario;
+
+use queue::EventQueue;
 
 use crate::address::Address;
 use crate::config::Config;
@@ -118,33 +120,6 @@ enum Action {
     },
 }
 
-/// A queue entry: when, in what order among equal times, and where its
-/// action waits. 24 bytes, so that the heap's sifting moves little memory;
-/// the actions (with their datagrams) stay put in a slab.
-struct Scheduled {
-    at: Instant,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    /// Reversed, so the max-heap pops the earliest first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// The simulator.
 pub struct Sim {
     cfg: SimConfig,
@@ -152,7 +127,7 @@ pub struct Sim {
     now: Instant,
     rng: StdRng,
     nodes: Vec<Box<SimNode>>,
-    queue: BinaryHeap<Scheduled>,
+    queue: EventQueue,
     /// The actions of the queued entries, by slot; `None` in a free slot.
     actions: Vec<Option<Action>>,
     /// Free slots of `actions`.
@@ -170,12 +145,12 @@ pub struct Sim {
     /// Which nodes hold a copy of each message (online or not), kept from
     /// the `Held` records their write batches put and delete, so that
     /// counting copies does not ask every node.
-    copies: HashMap<MessageId, Vec<u32>>,
+    copies: FastMap<MessageId, Vec<u32>>,
     /// The most nodes that held each message at once.
-    peak_copies: HashMap<MessageId, usize>,
+    peak_copies: FastMap<MessageId, usize>,
     /// When each message was first written to an inbox (its recipient
     /// stored it, and acknowledges it from then on).
-    stored_at: HashMap<MessageId, Instant>,
+    stored_at: FastMap<MessageId, Instant>,
 }
 
 /// Fold `word` into the running trace hash `h` (a multiply-xorshift mix:
@@ -225,7 +200,7 @@ impl Sim {
             start,
             now: start,
             nodes: Vec::new(),
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             actions: Vec::new(),
             free: Vec::new(),
             seq: 0,
@@ -234,9 +209,9 @@ impl Sim {
             stats: SimStats::default(),
             wall_offset: Duration::ZERO,
             trace: 0,
-            copies: HashMap::new(),
-            peak_copies: HashMap::new(),
-            stored_at: HashMap::new(),
+            copies: FastMap::default(),
+            peak_copies: FastMap::default(),
+            stored_at: FastMap::default(),
         }
     }
 
@@ -824,11 +799,9 @@ impl Sim {
                 (self.actions.len() - 1) as u32
             }
         };
-        self.queue.push(Scheduled {
-            at,
-            seq: self.seq,
-            slot,
-        });
+        let nanos =
+            u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        self.queue.push(nanos, self.seq, slot);
     }
 
     fn flush(&mut self, i: usize) {
@@ -906,18 +879,17 @@ impl Sim {
     /// Process the next scheduled action if it is due at or before
     /// `deadline`. Returns false when nothing is due.
     pub fn step(&mut self, deadline: Instant) -> bool {
-        let due = self.queue.peek().is_some_and(|s| s.at <= deadline);
-        if !due {
-            return false;
-        }
-        let Some(s) = self.queue.pop() else {
+        let limit = u64::try_from(deadline.saturating_duration_since(self.start).as_nanos())
+            .unwrap_or(u64::MAX);
+        let Some((nanos, slot)) = self.queue.pop_due(limit) else {
             return false;
         };
-        let Some(action) = self.actions.get_mut(s.slot as usize).and_then(Option::take) else {
+        let Some(action) = self.actions.get_mut(slot as usize).and_then(Option::take) else {
             return true;
         };
-        self.free.push(s.slot);
-        self.now = self.now.max(s.at);
+        self.free.push(slot);
+        let s_at = self.start + Duration::from_nanos(nanos);
+        self.now = self.now.max(s_at);
         let at = (self.now - self.start).as_nanos() as u64;
         match action {
             Action::Deliver { to, from, payload } => {
@@ -945,7 +917,7 @@ impl Sim {
                 self.flush(to);
             }
             Action::Timer { node } => {
-                if self.nodes[node].timer != Some(s.at) || !self.nodes[node].online {
+                if self.nodes[node].timer != Some(s_at) || !self.nodes[node].online {
                     return true;
                 }
                 self.stats.events += 1;
