@@ -36,6 +36,10 @@ pub struct RecordStore {
     /// and an ordered map's node has room for 11 values whether it holds
     /// 1 or 11.
     map: BTreeMap<Address, Box<IdentityRecord>>,
+    /// No record expires before this (a lower bound: a record replaced or
+    /// evicted may have set it), so the minutely sweep skips the walk
+    /// until one may have.
+    earliest_expiry_ms: u64,
     signatures: &'static dyn Signatures,
 }
 
@@ -54,6 +58,7 @@ impl RecordStore {
             cap,
             max_ttl_ms: max_ttl.as_millis() as u64,
             map: BTreeMap::new(),
+            earliest_expiry_ms: u64::MAX,
             signatures,
         }
     }
@@ -111,13 +116,23 @@ impl RecordStore {
                 }
             }
         }
+        self.earliest_expiry_ms = self.earliest_expiry_ms.min(r.expires_at_ms);
         self.map.insert(a, Box::new(r));
         Ok(())
     }
 
     /// Forget records expired at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
+        if now_ms < self.earliest_expiry_ms {
+            return;
+        }
         self.map.retain(|_, r| r.expires_at_ms > now_ms);
+        self.earliest_expiry_ms = self
+            .map
+            .values()
+            .map(|r| r.expires_at_ms)
+            .min()
+            .unwrap_or(u64::MAX);
     }
 }
 
