@@ -16,6 +16,7 @@ use crate::address::Address;
 use crate::drops::DropReason;
 use crate::message::{Ack, Envelope, IdentityRecord, MessageId};
 
+mod fast;
 pub mod records;
 
 /// Protocol version carried in every packet.
@@ -338,12 +339,34 @@ impl WireError {
 
 /// Decode and validate one datagram.
 pub fn decode(bytes: &[u8]) -> Result<Packet, WireError> {
+    check_size(bytes)?;
+    // The commonest bodies in their plain encoding, without prost's
+    // structs; everything else (and anything odd) through prost.
+    if let Some(p) = fast::decode(bytes) {
+        return Ok(p);
+    }
+    decode_proto(bytes)
+}
+
+/// [`decode`] without its fast path: prost alone. The same result for
+/// every input (the `decode_datagram` fuzz target checks that); public so
+/// that tests and fuzzing can compare the two.
+pub fn decode_with_prost(bytes: &[u8]) -> Result<Packet, WireError> {
+    check_size(bytes)?;
+    decode_proto(bytes)
+}
+
+fn check_size(bytes: &[u8]) -> Result<(), WireError> {
     if bytes.is_empty() {
         return Err(WireError::Empty);
     }
     if bytes.len() > MAX_DATAGRAM {
         return Err(WireError::Oversize(bytes.len()));
     }
+    Ok(())
+}
+
+fn decode_proto(bytes: &[u8]) -> Result<Packet, WireError> {
     // Decoded from one shared copy, so that every bytes field is a view
     // into it rather than an allocation of its own.
     let raw = proto::Packet::decode(Bytes::copy_from_slice(bytes))
@@ -533,25 +556,31 @@ impl TryFrom<proto::Endpoint> for SocketAddr {
     type Error = WireError;
 
     fn try_from(e: proto::Endpoint) -> Result<Self, WireError> {
-        let port = u16::try_from(e.port).map_err(|_| WireError::BadEndpoint)?;
-        if port == 0 {
-            return Err(WireError::BadEndpoint);
-        }
-        let ip = match e.ip.len() {
-            4 => {
-                let mut b = [0u8; 4];
-                b.copy_from_slice(&e.ip);
-                IpAddr::V4(Ipv4Addr::from(b))
-            }
-            16 => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&e.ip);
-                IpAddr::V6(Ipv6Addr::from(b))
-            }
-            _ => return Err(WireError::BadEndpoint),
-        };
-        Ok(SocketAddr::new(ip, port))
+        socket_addr(&e.ip, e.port)
     }
+}
+
+/// An `Endpoint`'s fields as a socket address: 4 or 16 bytes of IP, a
+/// port from 1 to 65535.
+fn socket_addr(ip: &[u8], port: u32) -> Result<SocketAddr, WireError> {
+    let port = u16::try_from(port).map_err(|_| WireError::BadEndpoint)?;
+    if port == 0 {
+        return Err(WireError::BadEndpoint);
+    }
+    let ip = match ip.len() {
+        4 => {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(ip);
+            IpAddr::V4(Ipv4Addr::from(b))
+        }
+        16 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(ip);
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+        _ => return Err(WireError::BadEndpoint),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 fn token(bytes: &[u8]) -> Result<[u8; TOKEN_LEN], WireError> {
