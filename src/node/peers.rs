@@ -2,13 +2,12 @@
 //! proved their key but found no slot, recent lookup results, and the view
 //! of both that the relay is given.
 
-use crate::limits::FastMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
-use crate::limits::{evict_oldest, trim};
+use crate::limits::{evict_oldest, trim, FastMap};
 use crate::relay::Peers;
 use crate::routing::RoutingTable;
 use crate::wire::Contact;

@@ -5,7 +5,6 @@
 //! It owns no socket and no clock: the node hands it prepared requests, the
 //! current time, the timer table and a sink for datagrams.
 
-use crate::limits::FastMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use bytes::Bytes;
 use super::timers::{Timer, TimerTable};
 use crate::address::Address;
 use crate::config::Config;
-use crate::limits::trim;
+use crate::limits::{trim, FastMap};
 use crate::lookup::LookupId;
 use crate::relay::RelayRequest;
 use crate::wire::CHALLENGE_LEN;
@@ -476,8 +475,9 @@ impl Rpcs {
             rpc.retries_left -= 1;
             rpc.retransmitted = true;
             sink.push((rpc.to, rpc.payload.clone()));
-            rpc.hard_at = Some(now + self.timeout);
-            timers.set(Timer::Rpc(txid), now + self.timeout);
+            let hard = now + self.timeout;
+            rpc.hard_at = Some(hard);
+            timers.set(Timer::Rpc(txid), hard);
             return Some(Deadline::Retransmitted);
         }
         let rpc = self.open.remove(&txid)?;

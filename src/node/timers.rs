@@ -5,13 +5,12 @@
 //! returns due keys in deadline order (ties in key order), so a run is
 //! deterministic.
 
-use crate::limits::FastMap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::Hash;
 use std::time::Instant;
 
-use crate::limits::trim;
+use crate::limits::{trim, FastMap};
 use crate::relay::RouteKey;
 
 /// What a node's deadline is for.

@@ -5,7 +5,6 @@
 //! randomness comes from one seed, so the same seed replays the same run.
 //! The simulator calls exactly the API the tokio runtime calls.
 
-use crate::limits::FastMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +21,7 @@ use queue::EventQueue;
 use crate::address::Address;
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::limits::FastMap;
 use crate::message::MessageId;
 use crate::node::{Event, LookupId, Node, NodeError, DEFAULT_EPOCH_MS};
 use crate::store::shown::ShownLog;
@@ -799,9 +799,13 @@ impl Sim {
                 (self.actions.len() - 1) as u32
             }
         };
-        let nanos =
-            u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        let nanos = self.nanos_since_start(at);
         self.queue.push(nanos, self.seq, slot);
+    }
+
+    /// `at` as the event queue keys it: nanoseconds since the run began.
+    fn nanos_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn flush(&mut self, i: usize) {
@@ -879,8 +883,7 @@ impl Sim {
     /// Process the next scheduled action if it is due at or before
     /// `deadline`. Returns false when nothing is due.
     pub fn step(&mut self, deadline: Instant) -> bool {
-        let limit = u64::try_from(deadline.saturating_duration_since(self.start).as_nanos())
-            .unwrap_or(u64::MAX);
+        let limit = self.nanos_since_start(deadline);
         let Some((nanos, slot)) = self.queue.pop_due(limit) else {
             return false;
         };
