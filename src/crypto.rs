@@ -180,6 +180,34 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
+    fn keys_of_small_order_cannot_be_sealed_to_and_a_small_order_enc_does_not_open() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let bob = Identity::from_seed([2; 32]);
+        let a = aad(&bob.public_key(), &bob.address(), 5, 6, 4);
+        // Encodings of points of order 1, 2, 4 and 8 (y = 1, y = -1, y = 0,
+        // and one of the two order-8 points): each decodes, but its X25519
+        // form gives an all-zero shared secret, which HPKE refuses.
+        let mut minus_one = [0xff; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let order8 = [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0x7a,
+        ];
+        for bytes in [identity, minus_one, [0u8; 32], order8] {
+            let key = VerifyingKey::from_bytes(&bytes).expect("decodes");
+            assert_eq!(seal(&mut rng, &key, &a, b"x"), Err(CryptoError::Seal));
+            // An `enc` of small order makes the recipient's shared secret zero.
+            let mut body = box_key(&key).to_vec();
+            body.extend_from_slice(&[0u8; 17]);
+            assert_eq!(open(&bob, &a, &body), Err(CryptoError::Open));
+        }
+    }
+
+    #[test]
     fn only_the_recipient_opens_and_nothing_can_be_moved() {
         let mut rng = StdRng::seed_from_u64(1);
         let alice = Identity::from_seed([1; 32]);

@@ -875,7 +875,15 @@ impl Relay {
         let Some(h) = self.acks.get_mut(&id) else {
             return;
         };
-        let picks = h.route.pick(&me, targets);
+        // The recipient signed the ack: it has it already (unless it is
+        // also the sender, writing to itself).
+        let (recipient, sender) = (h.ack.recipient(), h.ack.sender);
+        let targets: Vec<Contact> = targets
+            .iter()
+            .filter(|c| c.id != recipient || c.id == sender)
+            .copied()
+            .collect();
+        let picks = h.route.pick(&me, &targets);
         if picks.is_empty() {
             return;
         }
@@ -1340,7 +1348,7 @@ impl Relay {
         // anyone else's copy means the ack must travel to the sender.
         let from_sender = from.id == sender && ctx.peers.verified(&from);
         if !from_sender {
-            self.route_ack(ctx, ack, self.config.hop_limit, true);
+            self.route_ack(ctx, ack, self.config.hop_limit, true, None);
         }
         // Tell our neighbourhood (where the copies gather) to drop theirs.
         let near: Vec<Contact> = ctx
@@ -1424,7 +1432,17 @@ impl Relay {
         }
     }
 
-    fn route_ack(&mut self, ctx: &Ctx, ack: Ack, hops_left: u32, origin: bool) {
+    /// Start routing `ack` towards its sender (§16.7). `bearer`, the peer
+    /// that handed it to us, is recorded as having it before the first
+    /// attempt, so that attempt does not send it straight back.
+    fn route_ack(
+        &mut self,
+        ctx: &Ctx,
+        ack: Ack,
+        hops_left: u32,
+        origin: bool,
+        bearer: Option<Contact>,
+    ) {
         if ack.sender == self.me || self.acks.contains(&ack.id) {
             return;
         }
@@ -1452,6 +1470,7 @@ impl Relay {
             self.touch(Table::Acks, id);
             self.act(Action::Cancel(RouteKey { id, ack: true }));
         }
+        self.ack_holder(&ack.id, bearer);
         let key = RouteKey {
             id: ack.id,
             ack: true,
@@ -1494,7 +1513,7 @@ impl Relay {
                 // Known already (perhaps from a purge): carry it on towards
                 // the sender if asked and never done before.
                 if hops_left > 0 && !t.routed {
-                    self.route_ack(ctx, ack, hops_left, false);
+                    self.route_ack(ctx, ack, hops_left, false, peer);
                 }
                 self.ack_holder(&ack.id, peer);
                 return true;
@@ -1542,7 +1561,7 @@ impl Relay {
                     ),
                     cap,
                 );
-                self.route_ack(ctx, ack, hops_left, false);
+                self.route_ack(ctx, ack, hops_left, false, peer);
             }
             self.ack_holder(&ack.id, peer);
             return true;
@@ -1575,7 +1594,7 @@ impl Relay {
             self.purge(&ack, peers);
         }
         if hops_left > 0 {
-            self.route_ack(ctx, ack, hops_left, false);
+            self.route_ack(ctx, ack, hops_left, false, peer);
         }
         self.ack_holder(&ack.id, peer);
         true

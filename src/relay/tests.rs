@@ -569,6 +569,31 @@ fn an_ack_with_hops_left_is_routed_towards_the_sender() {
 }
 
 #[test]
+fn a_routed_ack_goes_back_neither_to_its_bearer_nor_to_its_recipient() {
+    let mut h = H::new(Config::default());
+    let recipient = Identity::from_seed([2; 32]);
+    let e = envelope(recipient.address(), "x");
+    let sender = e.sender();
+    let toward: Vec<Contact> = h.neighbours(sender, 3);
+    // The bearer and the recipient are the relay's two contacts nearest
+    // the sender (as when the recipient is itself close to the sender).
+    let bearer = contact(near(sender, 0xf0), 200);
+    let signer = contact(recipient.address(), 201);
+    h.peers.contacts.extend([bearer, signer]);
+    let ack = Ack::sign(&recipient, &e);
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(bearer), ack, 3)));
+    let sent: BTreeSet<(Address, u32)> = acks(&h.take()).into_iter().collect();
+    assert_eq!(sent, toward.iter().map(|c| (c.id, 2)).collect());
+    // The same when the recipient is the bearer.
+    let mut h = H::new(Config::default());
+    let toward: Vec<Contact> = h.neighbours(sender, 3);
+    h.peers.contacts.push(signer);
+    assert!(h.run(|r, ctx| r.on_ack(ctx, Some(signer), ack, 3)));
+    let sent: BTreeSet<(Address, u32)> = acks(&h.take()).into_iter().collect();
+    assert_eq!(sent, toward.iter().map(|c| (c.id, 2)).collect());
+}
+
+#[test]
 fn a_duplicate_ack_is_routed_only_if_never_routed_before() {
     let mut h = H::new(Config::default());
     let recipient = Identity::from_seed([2; 32]);

@@ -1538,4 +1538,37 @@ mod tests {
         };
         assert_eq!(decode(&raw.encode_to_vec()), Err(WireError::UnknownType));
     }
+
+    #[test]
+    fn the_last_of_several_bodies_wins_and_unknown_fields_are_skipped() {
+        // A Ping, then a FindNode whose target is too short (not checked:
+        // it is discarded), then a FindNode: a FindNode, as protobuf reads
+        // a oneof (protocol.md §3.1).
+        let mut raw = raw_packet(proto::packet::Body::Ping(proto::Ping {}));
+        raw.extend_from_slice(&[0x62, 0x03, 0x0a, 0x01, 0x00]);
+        raw.extend_from_slice(&[0x62, 0x16, 0x0a, 0x14]);
+        raw.extend_from_slice(&[7; 20]);
+        let p = decode(&raw).map(|p| p.body);
+        assert_eq!(
+            p,
+            Ok(Body::FindNode {
+                target: Address([7; 20])
+            })
+        );
+        assert_eq!(decode_with_prost(&raw).map(|p| p.body), p);
+        // An unknown field 30 (length-delimited, tag f2 01) after a Ping is
+        // skipped; alone, it leaves no body.
+        let mut raw = raw_packet(proto::packet::Body::Ping(proto::Ping {}));
+        raw.extend_from_slice(&[0xf2, 0x01, 0x02, 0x08, 0x01]);
+        assert_eq!(decode(&raw).map(|p| p.body), Ok(Body::Ping));
+        let mut raw = proto::Packet {
+            version: PROTOCOL_VERSION,
+            sender: Bytes::from_static(&[1; 20]),
+            txid: 1,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        raw.extend_from_slice(&[0xf2, 0x01, 0x02, 0x08, 0x01]);
+        assert_eq!(decode(&raw), Err(WireError::UnknownType));
+    }
 }
