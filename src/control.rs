@@ -177,8 +177,11 @@ pub enum Output {
     },
     /// Our message's first copies are placed.
     Sent {
-        /// Message id.
+        /// Message id, as the user got it.
         id: MessageId,
+        /// Its id on the wire (differs for a message that waited for its
+        /// recipient's key).
+        wire_id: MessageId,
         /// Recipient.
         to: Address,
         /// Relays holding it.

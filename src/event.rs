@@ -57,8 +57,12 @@ pub enum Event {
     /// Our message's first copies are placed: every first-round `Store`
     /// was answered, failed, or has gone unanswered past the soft timeout.
     MessageSent {
-        /// The message.
+        /// The message (as the user knows it).
         id: MessageId,
+        /// Its id on the wire (§14.2), the one acks and relays carry. The
+        /// same as `id` unless the message waited for its recipient's key:
+        /// then `id` is the draft's, which the user got when it was queued.
+        wire_id: MessageId,
         /// Its recipient.
         to: Address,
         /// Relays that confirmed holding a copy so far.

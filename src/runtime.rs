@@ -492,6 +492,7 @@ fn output_of(event: Event) -> Output {
         },
         Event::MessageSent {
             id,
+            wire_id,
             to,
             relays,
             direct,
@@ -499,6 +500,7 @@ fn output_of(event: Event) -> Output {
             expires_at_ms,
         } => Output::Sent {
             id,
+            wire_id,
             to,
             relays,
             direct,

@@ -147,6 +147,8 @@ fn a_message_survives_sender_quitting_and_relay_crashing() {
     let sent = a.wait_event("sent");
     let id = sent["id"].as_str().expect("id").to_string();
     assert!(sent["relays"].as_u64().unwrap_or(0) >= 1, "{sent}");
+    // Sent with the key given: no draft, so the wire id is the user's id.
+    assert_eq!(sent["wire_id"], id.as_str(), "{sent}");
 
     // A quits; B dies without warning and comes back on the same port.
     a.send("/quit");

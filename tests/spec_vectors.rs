@@ -384,3 +384,141 @@ fn sealing_and_record_vectors() {
         assert!(wire::decode(&bytes).is_ok(), "packet{label}");
     }
 }
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn key_of(hex: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    let bytes: [u8; 32] = unhex(hex).try_into().expect("32 bytes");
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
+}
+
+fn signature_of(hex: &str) -> ed25519_dalek::Signature {
+    let bytes: [u8; 64] = unhex(hex).try_into().expect("64 bytes");
+    ed25519_dalek::Signature::from_bytes(&bytes)
+}
+
+#[test]
+fn strict_verification_vectors() {
+    use comm::signing::{Ed25519, Signatures};
+    use ed25519_dalek::Verifier;
+    let b_text = appendix("B");
+    let m = proof_message(&CHALLENGE);
+    let b_key = hex(b().public_key().as_bytes());
+    let r = "64a71c8ea548eba2d3a26e642b87ba3178a375e8373dfe0939bce68b684183fd";
+    let s = "32e5f79c7c9b07e405bb9feec263bcbdfefefb0c08d8695e6b85f2d02be8e404";
+    let s_plus_l = "1fb9edf996fe193cdc579791a15d9bd2fefefb0c08d8695e6b85f2d02be8e414";
+    let identity = "0100000000000000000000000000000000000000000000000000000000000000";
+    let zero = "0000000000000000000000000000000000000000000000000000000000000000";
+    let s4 = "2add1485cbd609edddee6a5741d78ff05745425152699c95518e7df1499b5e01";
+    for v in [s_plus_l, identity, s4] {
+        assert!(b_text.contains(v), "{v} not in Appendix B");
+    }
+    let rows = [
+        (&b_key[..], format!("{r}{s}"), true, true),
+        (&b_key[..], format!("{r}{s_plus_l}"), false, false),
+        (identity, format!("{identity}{zero}"), false, true),
+        (&b_key[..], format!("{identity}{s4}"), false, true),
+    ];
+    for (i, (key, sig, valid, cofactorless)) in rows.iter().enumerate() {
+        let key = key_of(key).expect("decodes");
+        let sig = signature_of(sig);
+        assert_eq!(Ed25519.verify(&key, &m, &sig), *valid, "row {}", i + 1);
+        // The lenient check (no small-order test) shows which rule the row tests.
+        assert_eq!(key.verify(&m, &sig).is_ok(), *cofactorless, "row {}", i + 1);
+    }
+    // Key decoding, and the wire check behind `bad_key`.
+    let keys = [
+        (
+            "0200000000000000000000000000000000000000000000000000000000000000",
+            false,
+        ),
+        (
+            "f0ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            true,
+        ),
+        (
+            "0100000000000000000000000000000000000000000000000000000000000080",
+            true,
+        ),
+    ];
+    for (k, decodes) in keys {
+        assert!(b_text.contains(k), "{k} not in Appendix B");
+        assert_eq!(key_of(k).is_some(), decodes, "{k}");
+        // A Pong with a proof carrying this key: `bad_key` exactly when it
+        // does not decode.
+        let pong = Packet {
+            sender: Address::of_key(&unhex(k)),
+            txid: 3,
+            challenge: None,
+            proof: None,
+            body: Body::Pong { observed: None },
+        };
+        let mut raw = wire::encode(&pong).to_vec();
+        let mut proof = vec![0x2a, 0x64, 0x0a, 0x20];
+        proof.extend_from_slice(&unhex(k));
+        proof.extend_from_slice(&[0x12, 0x40]);
+        proof.extend_from_slice(&[0u8; 64]);
+        raw.extend_from_slice(&proof);
+        let got = wire::decode(&raw).map(|_| ());
+        if decodes {
+            assert_eq!(got, Ok(()), "{k}");
+        } else {
+            assert_eq!(got.map_err(|e| e.kind().as_str()), Err("bad_key"), "{k}");
+        }
+    }
+}
+
+/// Packets 15 to 18 of Appendix B: a padded request, an offer and its
+/// answer, and an IPv6 endpoint in a `Pong`.
+fn more_packets() -> Vec<(u32, String)> {
+    let find = Packet {
+        sender: a().address(),
+        txid: 1,
+        challenge: None,
+        proof: None,
+        body: Body::FindNode {
+            target: Address([0xab; 20]),
+        },
+    };
+    let id = message().id();
+    vec![
+        (15, hex(&wire::encode_padded(&find, wire::PADDED_REQUEST))),
+        (16, packet(&a(), 7, Body::Offer { ids: vec![id] })),
+        (
+            17,
+            packet(
+                &b(),
+                7,
+                Body::Offered {
+                    want: vec![id],
+                    held: vec![comm::message::MessageId([0x11; 20])],
+                },
+            ),
+        ),
+        (
+            18,
+            packet(
+                &b(),
+                8,
+                Body::Pong {
+                    observed: Some("[2001:db8::1]:4000".parse().expect("v6")),
+                },
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn padded_offer_and_ipv6_packet_vectors() {
+    let b_text = appendix("B");
+    for (n, want) in more_packets() {
+        assert_eq!(block_after(b_text, &format!("\n{n}. ")), want, "packet {n}");
+        let bytes = hex::decode(&want).expect("hex");
+        assert!(wire::decode(&bytes).is_ok(), "packet {n}");
+    }
+}

@@ -782,6 +782,7 @@ impl Relay {
         self.outbox.set_state(&id, OutboxState::Sent);
         self.act(Action::Event(Event::MessageSent {
             id: user_id,
+            wire_id: id,
             to,
             relays,
             direct,

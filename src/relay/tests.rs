@@ -900,6 +900,7 @@ fn sending_places_copies_after_one_lookup_and_reports_sent_then_delivered() {
         ev,
         vec![Event::MessageSent {
             id: id1,
+            wire_id: id1,
             to,
             relays: 8,
             direct: false,
@@ -1293,11 +1294,22 @@ fn without_the_key_a_message_waits_as_a_draft_and_is_sealed_once_it_is_learned()
             b"secret words"
         );
     }
-    // The user's id stays the draft's: it is what Sent and Delivered name.
-    let sent: Vec<Event> = events(&actions);
-    assert!(sent
-        .iter()
-        .all(|e| !matches!(e, Event::MessageSent { id: other, .. } if *other != id)));
+    // The user's id stays the draft's: it is what Sent and Delivered name;
+    // Sent also gives the id on the wire, which the ack will carry.
+    let wire_id = bodies[0].id();
+    assert_ne!(wire_id, id);
+    for c in &ns {
+        h.run(|r, ctx| r.on_stored(ctx, *c, wire_id, StoreStatus::Held));
+    }
+    let sent: Vec<Event> = events(&h.take());
+    assert!(
+        matches!(
+            sent.as_slice(),
+            [Event::MessageSent { id: user, wire_id: wire, relays: 2, .. }]
+                if *user == id && *wire == wire_id
+        ),
+        "{sent:?}"
+    );
 }
 
 #[test]
@@ -1470,6 +1482,7 @@ fn sent_with_no_contact_at_all_says_so() {
         events(&h.take()),
         vec![Event::MessageSent {
             id,
+            wire_id: id,
             to,
             relays: 0,
             direct: false,

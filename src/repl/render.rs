@@ -620,13 +620,15 @@ pub fn json(o: &Output, s: &Session) -> String {
         }),
         Output::Sent {
             id,
+            wire_id,
             to,
             relays,
             direct,
             no_contacts,
             expires_at_ms,
         } => json!({
-            "event": "sent", "id": id.to_string(), "to": to.to_string(), "relays": relays,
+            "event": "sent", "id": id.to_string(), "wire_id": wire_id.to_string(),
+            "to": to.to_string(), "relays": relays,
             "direct": direct, "no_contacts": no_contacts, "expires_at": expires_at_ms,
         }),
         Output::CatchUp { count } => json!({"event": "catch_up", "count": count}),
