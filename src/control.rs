@@ -39,6 +39,14 @@ pub enum Command {
         /// The text.
         text: String,
     },
+    /// The user gave `key` (with `/add`): messages waiting for its
+    /// address can be sealed now. `notice` is what to tell the user.
+    LearnKey {
+        /// The key.
+        key: Box<ed25519_dalek::VerifyingKey>,
+        /// The confirmation to show.
+        notice: String,
+    },
     /// Show the routing table.
     Peers,
     /// Show counters.

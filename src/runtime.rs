@@ -397,6 +397,10 @@ impl Driver {
                     Err(e) => Output::Error(e.to_string()),
                 }
             }
+            Command::LearnKey { key, notice } => {
+                self.node.learn_key(now, wall, *key);
+                Output::Notice(notice)
+            }
             Command::Lookup(target) => match self.node.lookup(now, wall, target) {
                 Ok(_) => return,
                 Err(e) => Output::Error(e.to_string()),

@@ -650,6 +650,13 @@ impl Relay {
     /// We learned a public key (a proof, a record, a message, our user):
     /// remember it, and seal what waited for it.
     pub fn learn_key(&mut self, ctx: &Ctx, key: VerifyingKey) {
+        // A key of small order cannot be sealed to (§14.5): learning it
+        // would only drop the drafts waiting for its address. None comes
+        // from the network (it cannot sign); the front end refuses it too.
+        if key.is_weak() {
+            self.count(DropReason::CannotSeal);
+            return;
+        }
         let to = Address::of_key(key.as_bytes());
         self.keys.learn(key, self.config.max_keys);
         for id in self.drafts.for_recipient(&to) {

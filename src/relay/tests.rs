@@ -1244,6 +1244,27 @@ fn an_old_message_cannot_be_replayed_once_its_id_was_forgotten() {
 }
 
 #[test]
+fn a_key_of_small_order_is_not_learned_and_drafts_keep_waiting() {
+    let mut h = H::new(Config::default());
+    let mut bytes = [0u8; 32];
+    bytes[0] = 1;
+    let weak = VerifyingKey::from_bytes(&bytes).expect("the identity point decodes");
+    let to = Address::of_key(weak.as_bytes());
+    let id = h
+        .run(|r, ctx| r.send(ctx, to, Bytes::from_static(b"to nobody")))
+        .expect("send");
+    h.take();
+    h.run(|r, ctx| r.learn_key(ctx, weak));
+    let actions = h.take();
+    assert!(stores(&actions).is_empty());
+    assert_eq!(counted(&actions, DropReason::CannotSeal), 1);
+    assert_eq!(h.relay.wanted_keys(), vec![to], "the draft still waits");
+    assert_eq!(h.relay.drafts_for(&to), 1);
+    // Still the user's to withdraw.
+    assert!(h.run(|r, _| r.cancel(id)).is_ok());
+}
+
+#[test]
 fn without_the_key_a_message_waits_as_a_draft_and_is_sealed_once_it_is_learned() {
     let mut h = H::new(Config::default());
     // Seed 99 is not among the keys the relay knows.

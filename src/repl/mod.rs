@@ -213,7 +213,14 @@ pub fn act(line: &str, session: &Shared) -> Result<Act, InputError> {
                         if e.key.is_some() { " (key known)" } else { "" },
                         e.name
                     );
-                    Act::Show(Output::Notice(text))
+                    match e.key {
+                        // Messages already waiting for this key go now.
+                        Some(key) => Act::Run(Command::LearnKey {
+                            key: Box::new(key),
+                            notice: text,
+                        }),
+                        None => Act::Show(Output::Notice(text)),
+                    }
                 }
                 Err(e) => Act::Show(Output::Error(e.to_string())),
             }
@@ -371,6 +378,19 @@ mod tests {
         assert!(matches!(
             act("/history ann", &s),
             Ok(Act::Show(Output::Rendered { .. }))
+        ));
+        // A contact added with its key: the node learns the key, so
+        // messages already waiting for it go out.
+        let key = crate::identity::Identity::from_seed([9; 32]).public_key();
+        let hex_key = hex::encode(key.as_bytes());
+        assert!(matches!(
+            act(&format!("/add bea {hex_key}"), &s),
+            Ok(Act::Run(Command::LearnKey { key: k, notice }))
+                if *k == key && notice.starts_with("bea is now")
+        ));
+        assert!(matches!(
+            act(&format!("/add cid {}", Address([3; 20])), &s),
+            Ok(Act::Show(Output::Notice(_)))
         ));
     }
 

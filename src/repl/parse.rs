@@ -90,6 +90,10 @@ pub enum InputError {
     /// 64 hex digits that are not an Ed25519 public key.
     #[error("that is not a valid public key (64 hex digits of an Ed25519 key)")]
     BadKey,
+    /// A key of small order: it decodes, but nobody can sign with it and
+    /// nothing can be sealed to it (protocol.md §5.1, §14.5).
+    #[error("that key is of small order: no one can sign with it or read messages sealed to it")]
+    WeakKey,
     /// The key and the address given together do not match.
     #[error("that key belongs to {key_address}, not {address}")]
     KeyMismatch {
@@ -165,6 +169,9 @@ pub fn target(word: &str) -> Result<Target, InputError> {
     }
     if word.len() == 64 && is_hex(word) {
         let key = book::parse_key(word).ok_or(InputError::BadKey)?;
+        if key.is_weak() {
+            return Err(InputError::WeakKey);
+        }
         return Ok(Target::Key(key));
     }
     if word.len() == 40 && is_hex(word) {
@@ -384,6 +391,22 @@ mod tests {
             parse("/history bob"),
             Ok(Input::History(Some(Target::Name("bob".into()))))
         );
+    }
+
+    #[test]
+    fn keys_of_small_order_are_refused() {
+        // The identity point, and the point of order 2: both decode.
+        let identity = format!("01{}", "0".repeat(62));
+        let minus_one = format!("ec{}7f", "f".repeat(60));
+        for key in [identity, minus_one] {
+            assert!(book::parse_key(&key).is_some());
+            assert_eq!(
+                parse(&format!("{key} hello")),
+                Err(InputError::WeakKey),
+                "{key}"
+            );
+            assert_eq!(parse(&format!("/add eve {key}")), Err(InputError::WeakKey));
+        }
     }
 
     #[test]
