@@ -1601,7 +1601,10 @@ impl Relay {
                 .collect();
             self.purge(&ack, peers);
         }
-        if hops_left > 0 {
+        // Never routed twice by this node (§16.7), even for a genuine ack
+        // that differs from the one it routed before.
+        let routed_before = self.tombstones.get(&ack.id).is_some_and(|t| t.routed);
+        if hops_left > 0 && !routed_before {
             self.route_ack(ctx, ack, hops_left, false, peer);
         }
         self.ack_holder(&ack.id, peer);
@@ -1769,9 +1772,13 @@ impl Relay {
         if count > 0 && ctx.peers.in_table(&contact) {
             // Clear earlier attempts so they are retried now.
             self.contact_appeared(ctx, contact, true);
+        } else if count > 0 {
+            // The node's verification runs first; once the contact proves
+            // its key and enters the table, §16.8 gives it the messages.
+            // Earlier attempts, and failures that may have dropped it from
+            // the table, must not keep them from it then.
+            self.forget_tries(&contact.id);
         }
-        // Otherwise the node's verification runs first; once the contact
-        // enters the table it gets the messages.
         let reported = if ctx.peers.verified(&contact) {
             count
         } else {

@@ -508,6 +508,34 @@ fn pull_pushes_only_to_a_requester_in_the_table_at_that_endpoint() {
 }
 
 #[test]
+fn a_recipient_that_failed_before_gets_its_message_once_it_pulls_and_proves_its_key() {
+    let (mut h, e, _) = holding(Config::default(), 1);
+    h.take();
+    let recipient = contact(e.recipient(), 61);
+    // Tried twice, unanswered both times: given up on, and gone from the
+    // table (three failures there, §7.4).
+    h.peers.contacts.push(recipient);
+    for _ in 0..2 {
+        h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+        assert_eq!(stores(&h.take()), vec![(recipient.id, 0, true)]);
+        h.run(|r, _| r.store_failed(&recipient.id, e.id(), false));
+    }
+    h.peers.contacts.retain(|c| c.id != recipient.id);
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    assert!(stores(&h.take()).is_empty(), "given up on");
+    // Back at the same endpoint, it asks before it has proven its key:
+    // nothing yet...
+    h.peers.unverified.insert(recipient.id);
+    assert_eq!(h.run(|r, ctx| r.on_pull(ctx, recipient)), (0, true));
+    assert!(stores(&h.take()).is_empty());
+    // ...and once it proves it and enters the table (§16.8), it gets it.
+    h.peers.unverified.remove(&recipient.id);
+    h.peers.contacts.push(recipient);
+    h.run(|r, ctx| r.contact_appeared(ctx, recipient, false));
+    assert_eq!(stores(&h.take()), vec![(recipient.id, 0, true)]);
+}
+
+#[test]
 fn a_forged_ack_changes_nothing() {
     let (mut h, e, _) = holding(Config::default(), 2);
     h.take();
