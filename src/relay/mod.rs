@@ -1451,7 +1451,11 @@ impl Relay {
         origin: bool,
         bearer: Option<Contact>,
     ) {
-        if ack.sender == self.me || self.acks.contains(&ack.id) {
+        // Never twice (§16.7): not while routing it, nor after routing an
+        // ack for this id once (the tombstone's mark), even a genuine one
+        // that differs from the one routed.
+        let routed_before = self.tombstones.get(&ack.id).is_some_and(|t| t.routed);
+        if ack.sender == self.me || self.acks.contains(&ack.id) || routed_before {
             return;
         }
         if self.tombstones.set_routed(&ack.id) {
@@ -1520,7 +1524,7 @@ impl Relay {
             if t.ack == ack {
                 // Known already (perhaps from a purge): carry it on towards
                 // the sender if asked and never done before.
-                if hops_left > 0 && !t.routed {
+                if hops_left > 0 {
                     self.route_ack(ctx, ack, hops_left, false, peer);
                 }
                 self.ack_holder(&ack.id, peer);
@@ -1601,10 +1605,7 @@ impl Relay {
                 .collect();
             self.purge(&ack, peers);
         }
-        // Never routed twice by this node (§16.7), even for a genuine ack
-        // that differs from the one it routed before.
-        let routed_before = self.tombstones.get(&ack.id).is_some_and(|t| t.routed);
-        if hops_left > 0 && !routed_before {
+        if hops_left > 0 {
             self.route_ack(ctx, ack, hops_left, false, peer);
         }
         self.ack_holder(&ack.id, peer);
@@ -1769,15 +1770,16 @@ impl Relay {
     /// mail); if it is in our table there, what we hold is pushed now.
     pub fn on_pull(&mut self, ctx: &Ctx, contact: Contact) -> (u32, bool) {
         let count = self.held.count_for(&contact.id) + self.acks.count_for(&contact.id);
-        if count > 0 && ctx.peers.in_table(&contact) {
-            // Clear earlier attempts so they are retried now.
-            self.contact_appeared(ctx, contact, true);
-        } else if count > 0 {
-            // The node's verification runs first; once the contact proves
-            // its key and enters the table, §16.8 gives it the messages.
+        if count > 0 {
             // Earlier attempts, and failures that may have dropped it from
-            // the table, must not keep them from it then.
+            // the table, must not keep its messages from it now.
             self.forget_tries(&contact.id);
+            // In our table there: pushed now. Otherwise the node's
+            // verification runs first; once the contact proves its key and
+            // enters the table, §16.8 gives it the messages.
+            if ctx.peers.in_table(&contact) {
+                self.contact_appeared(ctx, contact, false);
+            }
         }
         let reported = if ctx.peers.verified(&contact) {
             count
