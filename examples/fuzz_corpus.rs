@@ -617,6 +617,7 @@ fn stored_records() -> Vec<Seed> {
                     keep_until_ms: 9,
                     envelope: Some(e.clone()),
                     unshown: true,
+                    maybe_repeat: false,
                 }
                 .encode(),
             ),

@@ -105,6 +105,8 @@ pub struct StatsReport {
     pub inbox: usize,
     /// Received messages not yet shown.
     pub unshown: usize,
+    /// Messages shown marked as possible repeats (§16.4).
+    pub maybe_repeats: u64,
     /// Message transfers (`Store` requests) sent.
     pub stores_sent: u64,
     /// Ack transfers sent.
@@ -229,6 +231,9 @@ pub enum Output {
         text: String,
         /// Creation time, ms since the Unix epoch.
         created_at_ms: u64,
+        /// It may repeat a message shown before (older than the replay
+        /// floor, its id forgotten; protocol.md §16.4).
+        maybe_repeat: bool,
     },
     /// The recipient's signed ack arrived.
     Delivered {

@@ -104,9 +104,6 @@ pub enum DropReason {
     Undecryptable,
     /// One of our drafts could not be sealed to its recipient's key.
     CannotSeal,
-    /// A message for us older than ids we had to forget: taken for a
-    /// replay and not shown (its ack is still given).
-    Replayed,
     /// Local: the driver could not make a write batch durable.
     StoreError,
     /// Local: a stored record could not be read back.
@@ -161,7 +158,6 @@ impl DropReason {
             InboxFull => "inbox_full",
             NotRelaying => "not_relaying",
             EvictedAck => "evicted_ack",
-            Replayed => "replayed",
             Undecryptable => "undecryptable",
             CannotSeal => "cannot_seal",
             Amplification => "amplification",

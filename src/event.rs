@@ -88,6 +88,9 @@ pub enum Event {
         body: Bytes,
         /// When the sender created it, ms since the Unix epoch.
         created_at_ms: u64,
+        /// It was created at or before the replay floor and its id is no
+        /// longer remembered (§16.4): it may repeat a message shown before.
+        maybe_repeat: bool,
     },
     /// The recipient's signed ack for our message arrived.
     Delivered {

@@ -452,6 +452,7 @@ pub fn stats(node: &Node) -> StatsReport {
         outbox: r.outbox_pending(),
         inbox: r.inbox_count(),
         unshown: r.unshown_count(),
+        maybe_repeats: r.maybe_repeats(),
         stores_sent: s.stores_sent,
         acks_sent: s.acks_sent,
         write_batches: s.write_batches,
@@ -518,11 +519,13 @@ fn output_of(event: Event) -> Output {
             from,
             body,
             created_at_ms,
+            maybe_repeat,
         } => Output::Message {
             id,
             from,
             text: String::from_utf8_lossy(&body).into_owned(),
             created_at_ms,
+            maybe_repeat,
         },
         Event::Delivered { id, to } => Output::Delivered {
             id,

@@ -90,9 +90,15 @@ impl Twins {
             }
         }
         if !self.warned.contains_key(&key) && self.warned.len() >= MAX_WARNED {
-            let oldest = self.warned.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                self.warned.remove(&k);
+            // Full: only an endpoint warned about longer than `every` ago
+            // makes room. Evicting a recent one instead would let anyone
+            // rotating through MAX_WARNED + 1 endpoints draw a warning
+            // from every datagram; this way at most MAX_WARNED warnings
+            // come from datagrams in any `every`.
+            self.warned
+                .retain(|_, t| now.saturating_duration_since(*t) < every);
+            if self.warned.len() >= MAX_WARNED {
+                return false;
             }
         }
         self.warned.insert(key, now);
@@ -149,9 +155,18 @@ mod tests {
         assert!(!t.own_datagram(a("203.0.113.7:61000"), now, HOUR));
         assert!(t.own_datagram(a("127.0.0.1:4001"), now, HOUR));
         assert!(!t.own_datagram(a("127.0.0.1:4001"), now, HOUR));
-        for port in 5000..5100 {
-            t.own_datagram(a(&format!("10.0.0.1:{port}")), now, HOUR);
+        // Rotating through more endpoints than are remembered draws at
+        // most MAX_WARNED warnings an hour in all.
+        let mut warnings = 1;
+        for round in 0..10 {
+            for port in 5000..5000 + MAX_WARNED as u16 + 1 {
+                let at = now + Duration::from_secs(round);
+                warnings += usize::from(t.own_datagram(a(&format!("10.0.0.1:{port}")), at, HOUR));
+            }
         }
+        assert_eq!(warnings, MAX_WARNED);
         assert!(t.warned.len() <= MAX_WARNED);
+        // An hour on, they warn again.
+        assert!(t.own_datagram(a("10.0.0.1:5000"), now + HOUR + HOUR, HOUR));
     }
 }

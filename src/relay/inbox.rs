@@ -18,6 +18,9 @@ pub(crate) struct Received {
     pub(crate) text: Option<Bytes>,
     pub(crate) created_at_ms: u64,
     pub(crate) keep_until_ms: u64,
+    /// It arrived created at or before the replay floor, its id no longer
+    /// remembered: it may repeat a message shown before (§16.4).
+    pub(crate) maybe_repeat: bool,
 }
 
 /// The inbox.
@@ -75,15 +78,16 @@ impl Inbox {
         self.unshown.first().map(|(_, id)| *id)
     }
 
-    /// Mark `id` shown; returns its message and its text if still known.
-    pub(crate) fn mark_shown(&mut self, id: &MessageId) -> Option<(Envelope, Option<Bytes>)> {
+    /// Mark `id` shown; returns its message, its text if still known, and
+    /// whether it may repeat one shown before.
+    pub(crate) fn mark_shown(&mut self, id: &MessageId) -> Option<(Envelope, Option<Bytes>, bool)> {
         let r = self.map.get_mut(id)?;
         let e = r.envelope.take()?;
         let text = r.text.take();
         self.unshown.remove(&(r.created_at_ms, *id));
         self.shown.insert((r.keep_until_ms, *id));
         self.shown_by_age.insert((r.created_at_ms, *id));
-        Some((e, text))
+        Some((e, text, r.maybe_repeat))
     }
 
     /// Forget shown messages beyond `cap` entries in all, the oldest

@@ -173,6 +173,9 @@ pub struct Relay {
     duplicate_offers: u64,
     /// Copies dropped because enough closer holders were known.
     surplus_drops: u64,
+    /// Messages accepted created at or before the replay floor (shown
+    /// marked as possible repeats).
+    below_floor: u64,
     /// Inbox writes encoded when they happened: a shown message's text is
     /// not kept in memory, so its record cannot be rebuilt later.
     eager: Vec<Op>,
@@ -217,6 +220,7 @@ impl Relay {
             duplicate_stores: 0,
             duplicate_offers: 0,
             surplus_drops: 0,
+            below_floor: 0,
             eager: Vec::new(),
             actions: VecDeque::new(),
             refused_for_room: false,
@@ -305,6 +309,7 @@ impl Relay {
                     keep_until_ms: r.keep_until_ms,
                     envelope: envelope.cloned(),
                     unshown: r.envelope.is_some(),
+                    maybe_repeat: r.maybe_repeat,
                 }
                 .encode(),
             ),
@@ -510,6 +515,7 @@ impl Relay {
                             text: None,
                             created_at_ms,
                             keep_until_ms: r.keep_until_ms,
+                            maybe_repeat: r.maybe_repeat,
                         },
                     );
                 }
@@ -1223,18 +1229,21 @@ impl Relay {
         self.drop_if_surplus(&id);
     }
 
-    /// Drop our copy of someone else's message `id` if we know
-    /// `surplus_holders` others closer to its recipient (§16.3): copies
-    /// stay with the nodes nearest the recipient, and their number stays
-    /// bounded however many nodes the churn brings inside the circle.
+    /// Drop our copy of someone else's message `id` if we know holders
+    /// closer to its recipient in `surplus_holders` distinct networks
+    /// (§16.3): copies stay with the nodes nearest the recipient, and their
+    /// number stays bounded however many nodes the churn brings inside the
+    /// circle. Counting networks, not identities, keeps one network's
+    /// sybils, which need not hold anything to claim a copy, from talking
+    /// us out of ours.
     fn drop_if_surplus(&mut self, id: &MessageId) {
         let cap = self.config.surplus_holders;
-        let me = self.me;
+        let (me, loopback) = (self.me, self.config.loopback);
         let surplus = cap > 0
             && self
                 .held
                 .get(id)
-                .is_some_and(|h| !h.own && h.route.closer_holders(&me) >= cap);
+                .is_some_and(|h| !h.own && h.route.closer_holder_networks(&me, loopback) >= cap);
         if surplus {
             debug!(id = %id.short(), "closer holders known; copy dropped");
             self.surplus_drops += 1;
@@ -1310,11 +1319,6 @@ impl Relay {
         if self.inbox.contains(&id) {
             return StoreStatus::Delivered(Box::new(ack));
         }
-        if envelope.created_at_ms() <= self.replay_floor_ms {
-            // Older than ids we had to forget: taken for one already shown.
-            self.count(DropReason::Replayed);
-            return StoreStatus::Delivered(Box::new(ack));
-        }
         if self.inbox.unshown_len() >= self.config.max_unshown {
             self.refused_for_room = true;
             self.count(DropReason::InboxFull);
@@ -1329,6 +1333,14 @@ impl Relay {
             .expires_at_ms()
             .saturating_add(self.config.tombstone_margin.as_millis() as u64);
         let sender = envelope.sender();
+        // Created no later than ids we had to forget: it may be one of them,
+        // shown before, or a message never received. It is stored and shown
+        // either way, marked, never acknowledged and dropped: losing a real
+        // message is worse than showing a repeat that says it may be one.
+        let maybe_repeat = envelope.created_at_ms() <= self.replay_floor_ms;
+        if maybe_repeat {
+            self.below_floor += 1;
+        }
         self.inbox.insert(
             id,
             Received {
@@ -1336,6 +1348,7 @@ impl Relay {
                 envelope: Some(envelope.clone()),
                 text: Some(Bytes::from(text)),
                 keep_until_ms,
+                maybe_repeat,
             },
         );
         self.write_inbox(&id, Some(&envelope));
@@ -1377,7 +1390,7 @@ impl Relay {
             let Some(id) = self.inbox.next_unshown() else {
                 break;
             };
-            let Some((e, text)) = self.inbox.mark_shown(&id) else {
+            let Some((e, text, maybe_repeat)) = self.inbox.mark_shown(&id) else {
                 break;
             };
             // Stored sealed; opened when accepted, and again after a restart.
@@ -1399,6 +1412,7 @@ impl Relay {
                 from: e.sender(),
                 body: text,
                 created_at_ms: e.created_at_ms(),
+                maybe_repeat,
             }));
             released += 1;
         }
@@ -1833,6 +1847,12 @@ impl Relay {
     /// Copies dropped because `surplus_holders` closer holders were known.
     pub fn surplus_drops(&self) -> u64 {
         self.surplus_drops
+    }
+
+    /// Messages accepted although created at or before the replay floor
+    /// (§16.4): each was shown marked as a possible repeat.
+    pub fn maybe_repeats(&self) -> u64 {
+        self.below_floor
     }
 
     /// Held messages (including our own undelivered ones).

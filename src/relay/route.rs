@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::address::{Address, Distance};
+use crate::routing::{prefix, LoopbackPrefixes, Prefix};
 use crate::wire::Contact;
 
 /// The unlimited distance bound.
@@ -233,12 +234,22 @@ impl Route {
             .collect()
     }
 
-    /// Known holders strictly closer to the target than `me`.
-    pub(crate) fn closer_holders(&self, me: &Address) -> usize {
+    /// Networks (§7.6 prefixes; an exempt endpoint counts as its own)
+    /// with a known holder strictly closer to the target than `me`: the
+    /// count the surplus rule (§16.3) compares, so that identities of one
+    /// network, however many, stand for one holder.
+    pub(crate) fn closer_holder_networks(&self, me: &Address, loopback: LoopbackPrefixes) -> usize {
         let mine = me.distance(&self.target);
-        self.holders()
-            .filter(|(h, _)| h.distance(&self.target) < mine)
-            .count()
+        let mut seen: Vec<Result<Prefix, SocketAddr>> = Vec::new();
+        for (h, addr) in self.holders() {
+            if h.distance(&self.target) < mine {
+                let net = prefix(addr, loopback).ok_or(*addr);
+                if !seen.contains(&net) {
+                    seen.push(net);
+                }
+            }
+        }
+        seen.len()
     }
 
     /// The farthest known holder's distance to the target.

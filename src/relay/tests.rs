@@ -1236,7 +1236,7 @@ fn an_ack_for_a_copy_we_no_longer_hold_is_still_checked_in_full() {
 }
 
 #[test]
-fn an_old_message_cannot_be_replayed_once_its_id_was_forgotten() {
+fn a_message_older_than_forgotten_ids_is_shown_marked_never_acknowledged_and_dropped() {
     let mut h = H::new(Config {
         max_inbox: 2,
         ..Config::default()
@@ -1244,31 +1244,66 @@ fn an_old_message_cannot_be_replayed_once_its_id_was_forgotten() {
     let me = h.addr();
     let from = contact(near(me, 0xee), 200);
     let old = envelope_at(me, NOW_MS, "old");
+    // Written before the junk below, still on its way.
+    let late = envelope_at(me, NOW_MS - 60_000, "late");
     assert!(matches!(h.store(from, &old, 0), StoreStatus::Delivered(_)));
     h.run(|r, ctx| r.release_messages(ctx.identity, 10));
-    // Junk pushes the old id out of the inbox.
+    // Junk (dated in the future, as an attacker may) pushes the old id out
+    // of the inbox and raises the floor.
     for (i, t) in ["j1", "j2"].into_iter().enumerate() {
-        let junk = envelope_at(me, NOW_MS + 1 + i as u64, t);
+        let junk = envelope_at(me, NOW_MS + 100_000 + i as u64, t);
         assert!(matches!(h.store(from, &junk, 0), StoreStatus::Delivered(_)));
         h.run(|r, ctx| r.release_messages(ctx.identity, 10));
     }
+    assert!(h.relay.replay_floor_ms >= NOW_MS);
     h.take();
-    // The tombstone would catch a replay; take it away to test the floor.
+    // A message never received, older than the floor, is not lost: it is
+    // stored, acknowledged and shown, marked as a possible repeat.
+    assert!(matches!(h.store(from, &late, 0), StoreStatus::Delivered(_)));
+    h.take();
+    assert_eq!(h.run(|r, ctx| r.release_messages(ctx.identity, 10)), 1);
+    let shown = events(&h.take());
+    assert!(
+        matches!(&shown[..], [Event::MessageReceived { id, maybe_repeat: true, .. }] if *id == late.id()),
+        "{shown:?}"
+    );
+    assert_eq!(h.relay.maybe_repeats(), 1);
+    // A replay of the forgotten one is shown again, marked the same way
+    // (the tombstone would catch it; take it away to test the floor).
     h.relay.tombstones.remove(&old.id());
     assert!(matches!(h.store(from, &old, 0), StoreStatus::Delivered(_)));
-    let actions = h.take();
-    assert_eq!(counted(&actions, DropReason::Replayed), 1);
-    assert!(events(&actions).is_empty());
-    assert_eq!(
-        h.run(|r, ctx| r.release_messages(ctx.identity, 10)),
-        0,
-        "not shown again"
-    );
-    // The floor survives a restart.
+    h.run(|r, ctx| r.release_messages(ctx.identity, 10));
+    let shown = events(&h.take());
+    assert!(matches!(
+        &shown[..],
+        [Event::MessageReceived {
+            maybe_repeat: true,
+            ..
+        }]
+    ));
+    // A message newer than the floor is not marked.
+    let fresh = envelope_at(me, NOW_MS + 150_000, "fresh");
+    assert!(matches!(
+        h.store(from, &fresh, 0),
+        StoreStatus::Delivered(_)
+    ));
+    h.run(|r, ctx| r.release_messages(ctx.identity, 10));
+    let shown = events(&h.take());
+    assert!(matches!(
+        &shown[..],
+        [Event::MessageReceived {
+            maybe_repeat: false,
+            ..
+        }]
+    ));
+    // The floor and the mark survive a restart.
     let ops = h.writes();
     assert!(ops
         .iter()
         .any(|o| matches!(o, Op::Put(Table::Meta, k, _) if k == REPLAY_FLOOR_KEY)));
+    assert!(ops.iter().any(|o| matches!(o, Op::Put(Table::Inbox, k, v)
+        if *k == records::key(&late.id())
+            && InboxRecord::decode(k, v).is_ok_and(|r| r.maybe_repeat))));
 }
 
 #[test]
@@ -1652,7 +1687,14 @@ fn an_offer_is_answered_with_what_is_wanted_held_or_acknowledged() {
 fn a_relay_drops_its_copy_once_enough_closer_holders_are_known() {
     let mut h = H::new(Config::default());
     let to = far_from(h.addr());
-    let ns = h.neighbours(to, 8);
+    // Each on a network of its own.
+    let ns: Vec<Contact> = (1..=8u8)
+        .map(|i| Contact {
+            id: near(to, i),
+            addr: SocketAddr::from(([10, 2, i, 1], 4000)),
+        })
+        .collect();
+    h.peers.contacts.extend(ns.iter().copied());
     let e = envelope(to, "hello");
     let id = e.id();
     // The bearer is farther from the recipient than we are.
@@ -1672,6 +1714,36 @@ fn a_relay_drops_its_copy_once_enough_closer_holders_are_known() {
     // Not taken back when offered again.
     let (want, held) = h.run(|r, ctx| r.on_offer(ctx, ns[0], &[id]));
     assert!(want.is_empty() && held.is_empty());
+}
+
+#[test]
+fn closer_holders_of_one_network_count_once_for_the_surplus_rule() {
+    let mut h = H::new(Config::default());
+    let to = far_from(h.addr());
+    // Ten identities closer to the recipient, all in 10.1.0.0/24, each
+    // claiming a copy by offering it (no body needed).
+    let ns = h.neighbours(to, 10);
+    let e = envelope(to, "hello");
+    let id = e.id();
+    let mut outer = h.addr();
+    outer.0[0] ^= 0x40;
+    assert_eq!(h.store(contact(outer, 200), &e, 3), StoreStatus::Held);
+    for c in &ns {
+        let (_, held) = h.run(|r, ctx| r.on_offer(ctx, *c, &[id]));
+        assert_eq!(held, vec![id]);
+    }
+    assert!(h.relay.holds(&id), "one network is one holder");
+    assert_eq!(h.relay.surplus_drops(), 0);
+    // Seven more networks make eight.
+    for i in 1..=7u8 {
+        let c = Contact {
+            id: near(to, 20 + i),
+            addr: SocketAddr::from(([10, 3, i, 1], 4000)),
+        };
+        h.run(|r, ctx| r.on_offer(ctx, c, &[id]));
+    }
+    assert!(!h.relay.holds(&id));
+    assert_eq!(h.relay.surplus_drops(), 1);
 }
 
 #[test]

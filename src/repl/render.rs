@@ -498,6 +498,7 @@ pub fn human(o: &Output, s: &mut Session, now_ms: u64) -> String {
             from,
             text,
             created_at_ms,
+            maybe_repeat,
             ..
         } => {
             let mut out = String::new();
@@ -511,6 +512,11 @@ pub fn human(o: &Output, s: &mut Session, now_ms: u64) -> String {
             // a sender's clock far off: say when it was written.
             if created_at_ms.abs_diff(now_ms) > 120_000 {
                 head.push_str(&format!(", written {}", when(*created_at_ms, now_ms)));
+            }
+            // Older than messages this node had to forget (protocol.md
+            // §16.4): shown rather than risk losing it, and said so.
+            if *maybe_repeat {
+                head.push_str(", may repeat an earlier message");
             }
             out.push_str(&format!("[{head}] {}", printable(text, "  ")));
             out
@@ -602,6 +608,7 @@ pub fn json(o: &Output, s: &Session) -> String {
             "outbox": st.outbox,
             "inbox": st.inbox,
             "unshown": st.unshown,
+            "maybe_repeats": st.maybe_repeats,
             "requests_open": st.requests.0,
             "requests_queued": st.requests.1,
             "write_batches": st.write_batches,
@@ -658,9 +665,11 @@ pub fn json(o: &Output, s: &Session) -> String {
             from,
             text,
             created_at_ms,
+            maybe_repeat,
         } => json!({
             "event": "message", "id": id.to_string(), "from": from.to_string(),
             "from_name": name(from), "text": text, "created_at": created_at_ms,
+            "maybe_repeat": maybe_repeat,
         }),
         Output::Delivered { id, to, at_ms } => json!({
             "event": "delivered", "id": id.to_string(), "to": to.to_string(), "at": at_ms,
@@ -961,6 +970,7 @@ mod tests {
             from,
             text: "hi\nthere".into(),
             created_at_ms: created,
+            maybe_repeat: false,
         };
         let line = human(&m(a, now), &mut s, now);
         assert!(line.starts_with("[ann "), "{line}");
@@ -970,6 +980,16 @@ mod tests {
         assert!(first.contains(", written "), "{first}");
         let second = human(&m(b, now), &mut s, now);
         assert!(!second.contains("new sender"), "{second}");
+        assert!(!second.contains("may repeat"), "{second}");
+        let repeat = Output::Message {
+            id: MessageId([4; 20]),
+            from: a,
+            text: "hi".into(),
+            created_at_ms: now,
+            maybe_repeat: true,
+        };
+        let line = human(&repeat, &mut s, now);
+        assert!(line.contains(", may repeat an earlier message]"), "{line}");
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Session {
                 from,
                 text,
                 created_at_ms,
+                ..
             } => {
                 self.last_sender = Some(*from);
                 self.log
@@ -215,6 +216,7 @@ mod tests {
             from: b,
             text: "hi".into(),
             created_at_ms: 5,
+            maybe_repeat: false,
         };
         assert_eq!(s.observe(&m, 10), None);
         assert_eq!(s.last_sender, Some(b));

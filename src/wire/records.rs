@@ -192,6 +192,9 @@ pub struct InboxRecord {
     pub envelope: Option<Envelope>,
     /// Not yet handed to the user.
     pub unshown: bool,
+    /// Created at or before the replay floor when it arrived: it may repeat
+    /// a message shown before and forgotten (§16.4).
+    pub maybe_repeat: bool,
 }
 
 /// Why a stored record could not be read back.
@@ -404,6 +407,7 @@ impl InboxRecord {
             keep_until_ms: self.keep_until_ms,
             envelope: self.envelope.as_ref().map(envelope_to_proto),
             unshown: self.unshown,
+            maybe_repeat: self.maybe_repeat,
         }
         .encode_to_vec()
     }
@@ -427,6 +431,7 @@ impl InboxRecord {
             keep_until_ms: r.keep_until_ms,
             envelope,
             unshown: r.unshown,
+            maybe_repeat: r.maybe_repeat,
         })
     }
 }
@@ -548,6 +553,7 @@ mod tests {
             keep_until_ms: 9,
             envelope: Some(e),
             unshown: true,
+            maybe_repeat: true,
         };
         assert_eq!(InboxRecord::decode(&key(&id), &i.encode()), Ok(i));
     }
@@ -558,6 +564,7 @@ mod tests {
             keep_until_ms: 42,
             envelope: None,
             unshown: false,
+            maybe_repeat: false,
         }
         .encode_to_vec();
         let r = InboxRecord::decode(&[7; 20], &old).unwrap();
