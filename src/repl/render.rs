@@ -495,12 +495,25 @@ pub fn human(o: &Output, s: &mut Session, now_ms: u64) -> String {
             ))
         }
         Output::Message {
+            id,
             from,
             text,
             created_at_ms,
             maybe_repeat,
-            ..
         } => {
+            // The node could not tell (protocol.md §16.4); the conversation
+            // log can, while it still has the id: the same id is the same
+            // signed message, received before this showing.
+            if *maybe_repeat {
+                if let Some(e) = s.log.get(id).filter(|e| e.at_ms < now_ms) {
+                    return p.dim(&format!(
+                        "{} from {} came again (received {}); not shown twice",
+                        id.short(),
+                        s.label(from),
+                        when(e.at_ms, now_ms)
+                    ));
+                }
+            }
             let mut out = String::new();
             if s.introduce(from) {
                 out.push_str(&p.dim(&format!(
@@ -990,6 +1003,15 @@ mod tests {
         };
         let line = human(&repeat, &mut s, now);
         assert!(line.contains(", may repeat an earlier message]"), "{line}");
+        // One the conversation log already holds is a repeat for sure.
+        s.log
+            .received(MessageId([4; 20]), a, "hi", now - 10, now - 5)
+            .unwrap();
+        let line = human(&repeat, &mut s, now);
+        assert!(
+            line.contains("came again") && !line.contains("] hi"),
+            "{line}"
+        );
     }
 
     #[test]
