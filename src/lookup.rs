@@ -51,7 +51,8 @@ struct Candidate {
 pub enum StepOutcome {
     /// It answered (perhaps late).
     Answered,
-    /// No answer after every retry.
+    /// No answer within its soft timeout (it may still answer later,
+    /// which adds an `Answered` step), or after every retry.
     TimedOut,
     /// It could not be sent (the request queue was full).
     Failed,
@@ -393,11 +394,17 @@ impl Lookup {
         if self.end_side(from).is_some() {
             return;
         }
+        let mut stopped = None;
         if let Some(c) = self.find_mut(from) {
             if c.state == State::Waiting {
                 c.state = State::Unresponsive;
-                self.in_flight -= 1;
+                stopped = Some((c.round, c.contact));
             }
+        }
+        if let Some((round, contact)) = stopped {
+            self.in_flight -= 1;
+            // On the path now: the lookup may end before the request fails.
+            self.step(round, contact, StepOutcome::TimedOut, 0);
         }
     }
 
@@ -406,9 +413,10 @@ impl Lookup {
         if self.end_side(from).is_some() {
             return;
         }
+        // One that passed its soft timeout is on the path already.
         let asked = self
             .find_mut(from)
-            .filter(|c| matches!(c.state, State::Waiting | State::Unresponsive))
+            .filter(|c| c.state == State::Waiting)
             .map(|c| (c.round, c.contact));
         if let Some((round, contact)) = asked {
             self.step(round, contact, StepOutcome::TimedOut, 0);
@@ -620,6 +628,29 @@ mod tests {
         assert_eq!(lookup.result().closest, vec![c(3), c(4)]);
         assert_eq!(lookup.result().rpcs, 6);
         assert_eq!(lookup.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_request_past_its_soft_timeout_is_on_the_path_once() {
+        let target = Address([0; 20]);
+        let mut lookup = Lookup::new(target, ME, vec![c(1), c(4)], 2, 2, 16);
+        lookup.record_path(16);
+        assert_eq!(lookup.next_queries(), vec![c(1), c(4)]);
+        lookup.on_unresponsive(&c(1).id);
+        lookup.on_response(&c(4).id, &[], &ME);
+        assert!(lookup.is_finished(), "not waiting for c(1) any more");
+        let outcomes = |l: &Lookup| {
+            l.result()
+                .path
+                .iter()
+                .map(|s| (s.contact, s.outcome))
+                .collect::<Vec<_>>()
+        };
+        let want = vec![(c(1), StepOutcome::TimedOut), (c(4), StepOutcome::Answered)];
+        assert_eq!(outcomes(&lookup), want);
+        // Its failure later adds nothing.
+        lookup.on_failure(&c(1).id);
+        assert_eq!(outcomes(&lookup), want);
     }
 
     #[test]

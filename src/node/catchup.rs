@@ -66,6 +66,12 @@ impl CatchUp {
         }
     }
 
+    /// Whether messages were waiting when arrivals were last counted
+    /// (kept back by the open window: restored ones or arrivals).
+    pub(crate) fn kept_back(&self) -> bool {
+        self.window.as_ref().is_some_and(|w| w.seen_unshown > 0)
+    }
+
     /// Whether messages are being kept back.
     pub(crate) fn is_open(&self) -> bool {
         self.window.is_some()

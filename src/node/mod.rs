@@ -169,8 +169,12 @@ impl LookupKind {
 /// Publishing our identity record at the k nodes closest to us.
 #[derive(Clone, Debug, Default)]
 struct Publishing {
-    /// When the last publish lookup finished.
+    /// When the last finished publish lookup started (at a maintenance
+    /// tick, or at the join): the next tick `refresh_check` on is then
+    /// at least that far from it.
     last: Option<Instant>,
+    /// When the running publish lookup started.
+    started: Option<Instant>,
     /// Nodes that confirmed keeping it since.
     confirmed: BTreeSet<Address>,
     /// A publish lookup runs.
@@ -548,6 +552,16 @@ impl Node {
             return false;
         }
         let (quiet, max) = (self.config.catchup_quiet, self.config.catchup_max);
+        // Due before this input's arrivals are counted: no timer runs while
+        // nothing is kept back, so the window closed when it fell due and
+        // what arrives now is a later message, handed out at once (a batch
+        // only if something was kept back).
+        if self.catchup.due(self.now, quiet, max) {
+            let kept = self.catchup.kept_back();
+            self.catchup.close();
+            self.timers.cancel(&Timer::CatchUp);
+            return kept;
+        }
         self.catchup.observe(self.now, self.relay.unshown_count());
         if self.catchup.due(self.now, quiet, max) {
             self.catchup.close();
@@ -936,7 +950,10 @@ impl Node {
             LookupKind::Key(t) => {
                 self.key_lookups.insert(t, id);
             }
-            LookupKind::Publish => self.publishing.running = true,
+            LookupKind::Publish => {
+                self.publishing.running = true;
+                self.publishing.started = Some(now);
+            }
             _ => {}
         }
         self.drive_lookup(now, id);
@@ -1044,6 +1061,10 @@ impl Node {
                 self.emit(Event::Joined {
                     contacts: self.table.len(),
                 });
+                // Save the table at once: a node killed before its first
+                // scheduled snapshot must still rejoin through its contacts.
+                self.contacts_dirty = true;
+                self.contacts_saved = (self.contacts_fingerprint(), Some(now));
                 // Tell our neighbourhood our key, and look for the keys our
                 // queued messages wait for.
                 self.put_record(now, &r.closest, &tokens);
@@ -1193,7 +1214,7 @@ impl Node {
         tokens: &BTreeMap<Address, (Contact, [u8; TOKEN_LEN])>,
     ) {
         self.publishing.running = false;
-        self.publishing.last = Some(now);
+        self.publishing.last = Some(self.publishing.started.take().unwrap_or(now));
         self.publishing.confirmed.clear();
         self.publishing.record = None;
         let record = self.own_record();

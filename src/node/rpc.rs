@@ -307,10 +307,10 @@ impl Rpcs {
             (None, Some((slowest, true))) => {
                 (slowest * 3 / 2).max(self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4)
             }
-            // Few samples: a wider margin, and never more than half the
-            // request timeout.
-            (None, Some((slowest, false))) => (slowest * 4).min(self.timeout / 2),
-            (None, None) => self.timeout / 2,
+            // Few samples say little about peers not yet measured (the
+            // first ones are often a nearby bootstrap's): half the request
+            // timeout, so a far peer is not written off for being far.
+            (None, Some((_, false))) | (None, None) => self.timeout / 2,
         };
         guess.clamp(self.soft_min, self.timeout)
     }
@@ -617,17 +617,16 @@ mod tests {
         let mut sink = Vec::new();
         let unknown = SocketAddr::from(([10, 0, 0, 9], 1));
         assert_eq!(r.soft_timeout(&unknown), Duration::from_millis(500));
-        r.submit(now, 999, rpc(3), &mut timers, &mut sink);
-        r.answered(
-            now + Duration::from_millis(200),
-            999,
-            &mut timers,
-            &mut sink,
-        );
+        // Two fast samples (a nearby bootstrap, say) do not shorten the
+        // wait for peers never measured: until 16, half the timeout.
+        for (t, rtt) in [(998, 45), (999, 1)] {
+            r.submit(now, t, rpc(3), &mut timers, &mut sink);
+            r.answered(now + Duration::from_millis(rtt), t, &mut timers, &mut sink);
+        }
         assert_eq!(
             r.soft_timeout(&unknown),
             Duration::from_millis(500),
-            "one sample: four times it, at most half the timeout"
+            "few samples: half the timeout"
         );
         // One slow peer (300 ms) among fast ones (10 ms).
         let ms = Duration::from_millis;

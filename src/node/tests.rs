@@ -544,3 +544,37 @@ fn a_user_lookup_records_its_path_round_by_round() {
     assert!(result.path.iter().all(|s| s.round <= result.rounds));
     assert_eq!(result.path.len() as u32, result.rpcs, "every request ended");
 }
+
+#[test]
+fn a_message_after_the_catch_up_window_fell_due_is_shown_at_once() {
+    let now = Instant::now();
+    let mut a = node(1, now);
+    let mut b = node(2, now);
+    b.set_message_credit(10);
+    b.bootstrap(now, wall(), vec![addr(1)]);
+    // b joins through a and pulls from it; a holds nothing for b.
+    pump(&mut b, addr(2), &mut a, addr(1), now);
+    assert!(std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, Event::Joined { .. })));
+    assert!(b.catching_up(), "the window waits for quiet");
+    let author = Identity::from_seed([7; 32]);
+    // Nothing arrives for longer than `catchup_quiet`, then a message (the
+    // node's first input since, as on an idle network); later, one after
+    // the 15-s cap. Each is shown as it arrives, with no catch-up batch.
+    for (i, secs) in [3u64, 20].into_iter().enumerate() {
+        let at = now + Duration::from_secs(secs);
+        let e = sealed(&author, 2, DEFAULT_EPOCH_MS + secs * 1000, "later");
+        b.handle_datagram(
+            at,
+            wall(),
+            addr(7),
+            &store_request(&author, 50 + i as u64, &e),
+        );
+        commit(&mut b);
+        let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+        assert!(
+            matches!(&events[..], [Event::MessageReceived { id, .. }] if *id == e.id()),
+            "after {secs} s: {events:?}"
+        );
+        assert!(!b.catching_up());
+    }
+}
