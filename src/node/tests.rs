@@ -578,3 +578,91 @@ fn a_message_after_the_catch_up_window_fell_due_is_shown_at_once() {
         assert!(!b.catching_up());
     }
 }
+
+/// Deliver everything among `nodes` until all are quiet, one millisecond
+/// per hop, except what `lost(from, to, packet)` drops. Returns the time.
+fn exchange(
+    nodes: &mut [(Node, SocketAddr)],
+    mut now: Instant,
+    lost: impl Fn(SocketAddr, SocketAddr, &Packet) -> bool,
+) -> Instant {
+    for _ in 0..200 {
+        let mut wave = Vec::new();
+        for (n, from) in nodes.iter_mut() {
+            commit(n);
+            while let Some(t) = n.poll_transmit() {
+                wave.push((*from, t));
+            }
+        }
+        if wave.is_empty() {
+            return now;
+        }
+        now += Duration::from_millis(1);
+        for (from, t) in wave {
+            let packet = wire::decode(&t.payload);
+            if packet.as_ref().is_ok_and(|p| lost(from, t.to, p)) {
+                continue;
+            }
+            if let Some((n, _)) = nodes.iter_mut().find(|(_, a)| *a == t.to) {
+                n.handle_datagram(now, wall(), from, &t.payload);
+            }
+        }
+    }
+    panic!("nodes never went quiet");
+}
+
+#[test]
+fn a_publish_too_few_kept_is_repeated_at_every_next_tick() {
+    let t0 = Instant::now();
+    let mut nodes = vec![
+        (node(1, t0), addr(1)),
+        (node(2, t0), addr(2)),
+        (node(3, t0), addr(3)),
+    ];
+    let b = nodes[1].0.address();
+    // c joins through a, then b through a; b's records never reach c, so
+    // fewer are kept than b's table holds contacts.
+    nodes[2].0.bootstrap(t0, wall(), vec![addr(1)]);
+    let now = exchange(&mut nodes, t0, |_, _, _| false);
+    nodes[1].0.bootstrap(now, wall(), vec![addr(1)]);
+    let lost = |from: SocketAddr, to: SocketAddr, p: &Packet| {
+        from == addr(2) && to == addr(3) && matches!(p.body, Body::PutRecord { .. })
+    };
+    exchange(&mut nodes, now, lost);
+    assert_eq!(nodes[1].0.table().len(), 2);
+    // Ticks come every `refresh_check` (60 s) from b's start. The join
+    // ended a few ms after t0, so the first tick is too early; from the
+    // second on, each publish starts at a tick and ends a few ms after
+    // it, and the next tick publishes again.
+    let mut published = Vec::new();
+    for tick in 1..=4u64 {
+        let at = t0 + Duration::from_secs(60 * tick);
+        nodes[1].0.handle_timeout(at, wall());
+        commit(&mut nodes[1].0);
+        let mut sent = Vec::new();
+        while let Some(t) = nodes[1].0.poll_transmit() {
+            sent.push(t);
+        }
+        let publishes = sent
+            .iter()
+            .filter(|t| {
+                matches!(wire::decode(&t.payload),
+                    Ok(Packet { body: Body::FindRecord { target, .. }, .. }) if target == b)
+            })
+            .count();
+        if publishes > 0 {
+            published.push(tick);
+        }
+        for t in sent {
+            let packet = wire::decode(&t.payload);
+            if packet.as_ref().is_ok_and(|p| lost(addr(2), t.to, p)) {
+                continue;
+            }
+            if let Some((n, _)) = nodes.iter_mut().find(|(_, a)| *a == t.to) {
+                n.handle_datagram(at + Duration::from_millis(1), wall(), addr(2), &t.payload);
+            }
+        }
+        exchange(&mut nodes, at + Duration::from_millis(1), lost);
+    }
+    assert_eq!(published, vec![2, 3, 4]);
+}
