@@ -173,12 +173,10 @@ struct Publishing {
     /// tick, or at the join): the next tick `refresh_check` on is then
     /// at least that far from it.
     last: Option<Instant>,
-    /// When the running publish lookup started.
+    /// When the running publish lookup started (`None`: none runs).
     started: Option<Instant>,
     /// Nodes that confirmed keeping it since.
     confirmed: BTreeSet<Address>,
-    /// A publish lookup runs.
-    running: bool,
     /// The record we give out now (refreshed at each publish).
     record: Option<IdentityRecord>,
 }
@@ -951,7 +949,6 @@ impl Node {
                 self.key_lookups.insert(t, id);
             }
             LookupKind::Publish => {
-                self.publishing.running = true;
                 self.publishing.started = Some(now);
             }
             _ => {}
@@ -1213,7 +1210,6 @@ impl Node {
         closest: &[Contact],
         tokens: &BTreeMap<Address, (Contact, [u8; TOKEN_LEN])>,
     ) {
-        self.publishing.running = false;
         self.publishing.last = Some(self.publishing.started.take().unwrap_or(now));
         self.publishing.confirmed.clear();
         self.publishing.record = None;
@@ -1240,7 +1236,7 @@ impl Node {
     /// sooner while fewer than k nodes confirmed keeping it and the table
     /// knows more.
     fn maybe_publish(&mut self, now: Instant) {
-        if self.publishing.running || self.table.is_empty() {
+        if self.publishing.started.is_some() || self.table.is_empty() {
             return;
         }
         let k = self.config.k.get();

@@ -175,7 +175,7 @@ pub struct Relay {
     surplus_drops: u64,
     /// Messages accepted created at or before the replay floor (shown
     /// marked as possible repeats).
-    below_floor: u64,
+    maybe_repeats: u64,
     /// Inbox writes encoded when they happened: a shown message's text is
     /// not kept in memory, so its record cannot be rebuilt later.
     eager: Vec<Op>,
@@ -220,7 +220,7 @@ impl Relay {
             duplicate_stores: 0,
             duplicate_offers: 0,
             surplus_drops: 0,
-            below_floor: 0,
+            maybe_repeats: 0,
             eager: Vec::new(),
             actions: VecDeque::new(),
             refused_for_room: false,
@@ -1339,7 +1339,7 @@ impl Relay {
         // message is worse than showing a repeat that says it may be one.
         let maybe_repeat = envelope.created_at_ms() <= self.replay_floor_ms;
         if maybe_repeat {
-            self.below_floor += 1;
+            self.maybe_repeats += 1;
         }
         self.inbox.insert(
             id,
@@ -1852,7 +1852,7 @@ impl Relay {
     /// Messages accepted although created at or before the replay floor
     /// (§16.4): each was shown marked as a possible repeat.
     pub fn maybe_repeats(&self) -> u64 {
-        self.below_floor
+        self.maybe_repeats
     }
 
     /// Held messages (including our own undelivered ones).
